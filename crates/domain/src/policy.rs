@@ -1,0 +1,1236 @@
+//! Policy: an ordered list of TOML rules whose CEL conditions route each action and AI message to
+//! approve/deliver, review, block or escalate; parsed and compiled once, evaluated per item.
+//!
+//! Guarantees callers rely on:
+//! - [`Policy::parse`] reports every problem it can find, each with a 1-based line and column in
+//!   the file, so `loopgate policy check` and `PUT /v1/policy` can point at the offending text.
+//! - [`Policy::evaluate`] never fails: an expression that errors at run time, or does not return a
+//!   bool, routes the item to review (fail safe), as does a policy where no rule matches.
+//! - Hostile input cannot overflow the stack: expressions are length- and nesting-limited, and the
+//!   compiled expression tree is depth-limited so that evaluation fits in a small (2 MiB) stack.
+//!
+//! CEL values: JSON integers that fit an `i64` become CEL `int`, every other number a `double`. The
+//! `cel` crate compares `int` with `double` (`action.arguments.amount > 500` holds for 650 and
+//! 650.5 alike, and `1 == 1.0`), so the faithful conversion keeps the natural rules working;
+//! arithmetic across the two types (`amount * 1.5` with an integer amount) is a run-time error, as
+//! the CEL specification says, and so routes to review.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::objects::{Key, Map};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+/// Longest `when` accepted, in characters. Policies are written by people; anything longer is a
+/// mistake or an attack, and the limit bounds the work the parser does.
+pub const MAX_WHEN_CHARS: usize = 4096;
+
+/// Deepest bracket nesting (`(`, `[`, `{`) accepted in a `when`, checked on the text before the
+/// CEL parser sees it: the parser recurses once per level.
+pub const MAX_WHEN_NESTING: usize = 64;
+
+/// Deepest compiled expression tree accepted. The `cel` interpreter recurses once per tree level
+/// and, in unoptimised builds, needs roughly 40 KiB of stack per level; 32 levels keep evaluation
+/// well inside the 2 MiB stack of a tokio worker thread while allowing any rule a person would
+/// write (`a || b || c ...` is a balanced tree, so even long disjunctions stay shallow).
+pub const MAX_EXPRESSION_DEPTH: usize = 32;
+
+/// Longest queue name accepted.
+pub const MAX_QUEUE_CHARS: usize = 64;
+
+/// Longest rule name accepted.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Most distinct approvers a rule may require.
+pub const MAX_APPROVALS: u32 = 10;
+
+/// Longest review timeout accepted: far enough out for any real process, near enough that adding
+/// it to a timestamp cannot overflow.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// Stack given to the thread that parses and compiles a policy. The TOML and CEL parsers recurse
+/// per nesting level with large frames in unoptimised builds (about 180 KiB per parenthesis for
+/// the CEL parser); the nesting limits above keep the need well under this. Only touched pages
+/// are ever committed, so the size costs address space, not memory.
+const COMPILER_STACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Length of a `when` quoted in a routing reason before it is cut short.
+const REASON_WHEN_CHARS: usize = 200;
+
+const DEFAULT_QUEUE: &str = "default";
+
+const RULE_KEYS: &str =
+    "name, applies_to, when, then, queue, priority, approvals, timeout, on_timeout, sample";
+
+/// A compiled policy. Cheap to clone (the rules are shared) and safe to share across threads.
+#[derive(Clone)]
+pub struct Policy {
+    rules: Arc<[Rule]>,
+}
+
+/// One rule of a policy, as written in the file, plus its compiled condition.
+#[derive(Clone)]
+pub struct Rule {
+    pub name: String,
+    pub applies_to: AppliesTo,
+    /// The CEL source of the condition.
+    pub when: String,
+    pub then: Outcome,
+    pub queue: String,
+    pub priority: i64,
+    pub approvals: u32,
+    pub timeout: Option<Duration>,
+    pub on_timeout: OnTimeout,
+    /// Share (0..=1) of approve/deliver outcomes also queued for QA review.
+    pub sample: f64,
+    program: Arc<cel::Program>,
+}
+
+/// Which subjects a rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppliesTo {
+    Action,
+    Message,
+    Both,
+}
+
+/// What a rule decides. For messages, `Approve` means "deliver".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    #[serde(alias = "deliver")]
+    Approve,
+    Review,
+    Block,
+    Escalate,
+}
+
+/// What happens to a review nobody decided in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    Approve,
+    Reject,
+    Escalate,
+}
+
+/// What is being routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    Action,
+    Message,
+}
+
+/// Everything a rule's condition may look at.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInput<'a> {
+    pub kind: SubjectKind,
+    /// `""` for messages.
+    pub action_name: &'a str,
+    /// A JSON object; `{}` for messages.
+    pub arguments: &'a serde_json::Value,
+    /// `""` for actions.
+    pub message_text: &'a str,
+    /// `None` makes the CEL variable `confidence` -1.0.
+    pub confidence: Option<f64>,
+    /// A JSON object.
+    pub context: &'a serde_json::Value,
+    pub agent: &'a str,
+    /// `""` when there is no conversation.
+    pub conversation_state: &'a str,
+    /// 0 when there is no conversation.
+    pub conversation_turns: i64,
+}
+
+/// The policy's verdict on one item, with everything needed to open a review.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    pub outcome: Outcome,
+    /// The deciding rule; `None` when no rule matched.
+    pub rule: Option<String>,
+    /// Why, for people: shown to reviewers and recorded in the audit log.
+    pub reason: String,
+    pub queue: String,
+    pub priority: i64,
+    pub approvals: u32,
+    pub timeout: Option<Duration>,
+    pub on_timeout: OnTimeout,
+    pub sample: f64,
+}
+
+/// A problem in a policy file, at a 1-based line and column (counted in characters).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{line}:{column}: {message}")]
+pub struct PolicyError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Approve => "approve",
+            Outcome::Review => "review",
+            Outcome::Block => "block",
+            Outcome::Escalate => "escalate",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl OnTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Approve => "approve",
+            OnTimeout::Reject => "reject",
+            OnTimeout::Escalate => "escalate",
+        }
+    }
+}
+
+impl fmt::Display for OnTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AppliesTo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppliesTo::Action => "action",
+            AppliesTo::Message => "message",
+            AppliesTo::Both => "both",
+        }
+    }
+
+    /// Whether a rule with this scope looks at a subject of this kind.
+    pub fn fits(self, kind: SubjectKind) -> bool {
+        matches!(
+            (self, kind),
+            (AppliesTo::Both, _)
+                | (AppliesTo::Action, SubjectKind::Action)
+                | (AppliesTo::Message, SubjectKind::Message)
+        )
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The compiled program is left out: it is the `when` again, as a tree.
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("applies_to", &self.applies_to)
+            .field("when", &self.when)
+            .field("then", &self.then)
+            .field("queue", &self.queue)
+            .field("priority", &self.priority)
+            .field("approvals", &self.approvals)
+            .field("timeout", &self.timeout)
+            .field("on_timeout", &self.on_timeout)
+            .field("sample", &self.sample)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    /// Parse and compile a policy file. All problems found, each with 1-based line and column in
+    /// `text`, in file order.
+    pub fn parse(text: &str) -> Result<Policy, Vec<PolicyError>> {
+        // The parsers recurse per nesting level; a dedicated thread gives them a stack large
+        // enough for the nesting we accept, whatever stack the caller runs on. The thread only
+        // lends its stack: no I/O happens on it.
+        let outcome = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("loopgate-policy".into())
+                .stack_size(COMPILER_STACK_BYTES)
+                .spawn_scoped(scope, || catch_unwind(|| parse_policy(text)))
+                .map(|handle| handle.join())
+        });
+        match outcome {
+            Ok(Ok(Ok(result))) => result,
+            Ok(_) => Err(vec![PolicyError {
+                line: 1,
+                column: 1,
+                message: "internal error while compiling the policy".into(),
+            }]),
+            Err(e) => Err(vec![PolicyError {
+                line: 1,
+                column: 1,
+                message: format!("could not start the policy compiler: {e}"),
+            }]),
+        }
+    }
+
+    /// The policy with no rules: everything goes to review (fail safe).
+    pub fn empty() -> Policy {
+        Policy {
+            rules: Arc::from(Vec::new()),
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// First rule (in file order) whose `applies_to` fits and whose `when` holds decides.
+    pub fn evaluate(&self, input: &PolicyInput<'_>) -> Routing {
+        let mut applicable = self
+            .rules
+            .iter()
+            .filter(|r| r.applies_to.fits(input.kind))
+            .peekable();
+        let Some(first) = applicable.peek() else {
+            return no_rule_matched();
+        };
+        // Built once per item, and only when some rule will look at it.
+        let context = match build_context(input) {
+            Ok(c) => c,
+            Err(e) => return evaluation_failed(first, &e),
+        };
+        for rule in applicable {
+            // A panic inside the interpreter is a bug there, but must not take the caller
+            // down with it: treat it like any other evaluation error.
+            let result = catch_unwind(AssertUnwindSafe(|| rule.program.execute(&context)));
+            match result {
+                Ok(Ok(cel::Value::Bool(true))) => return rule.routing(),
+                Ok(Ok(cel::Value::Bool(false))) => {}
+                Ok(Ok(other)) => {
+                    let msg = format!("returned {}, not a bool", other.type_of());
+                    return evaluation_failed(rule, &msg);
+                }
+                Ok(Err(e)) => return evaluation_failed(rule, &e.to_string()),
+                Err(_) => return evaluation_failed(rule, "the interpreter panicked"),
+            }
+        }
+        no_rule_matched()
+    }
+}
+
+impl Rule {
+    fn routing(&self) -> Routing {
+        Routing {
+            outcome: self.then,
+            rule: Some(self.name.clone()),
+            reason: format!(
+                "rule \"{}\" matched: {}",
+                self.name,
+                shorten(&self.when, REASON_WHEN_CHARS)
+            ),
+            queue: self.queue.clone(),
+            priority: self.priority,
+            approvals: self.approvals,
+            timeout: self.timeout,
+            on_timeout: self.on_timeout,
+            sample: self.sample,
+        }
+    }
+}
+
+/// The routing settings used whenever no rule decides normally.
+fn fail_safe_defaults() -> Routing {
+    Routing {
+        outcome: Outcome::Review,
+        rule: None,
+        reason: String::new(),
+        queue: DEFAULT_QUEUE.into(),
+        priority: 0,
+        approvals: 1,
+        timeout: None,
+        on_timeout: OnTimeout::Reject,
+        sample: 0.0,
+    }
+}
+
+fn no_rule_matched() -> Routing {
+    Routing {
+        reason: "no rule matched; sent to review (fail safe)".into(),
+        ..fail_safe_defaults()
+    }
+}
+
+fn evaluation_failed(rule: &Rule, error: &str) -> Routing {
+    Routing {
+        rule: Some(rule.name.clone()),
+        reason: format!(
+            "rule \"{}\" could not be evaluated ({}); sent to review (fail safe)",
+            rule.name, error
+        ),
+        ..fail_safe_defaults()
+    }
+}
+
+/// `text` on one line, whitespace runs collapsed, cut to `max` characters.
+fn shorten(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut cut: String = one_line.chars().take(max).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// Reproducible QA sampling: true when the item with this id falls in the sampled share `rate`
+/// (0..=1). The SHA-256 of the id's bytes, its first 8 bytes read as a big-endian u64, is compared
+/// with `rate` as a fraction of 2^64, so every node makes the same choice for the same item.
+pub fn sampled(id: &uuid::Uuid, rate: f64) -> bool {
+    // `!(rate > 0.0)` also catches NaN.
+    if !(rate > 0.0) {
+        return false;
+    }
+    if rate >= 1.0 {
+        return true;
+    }
+    let digest = Sha256::digest(id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let x = u64::from_be_bytes(first);
+    // 2^64 as f64 is exact; x as f64 rounds, which can only matter within 2^-53 of `rate`.
+    (x as f64) / 18_446_744_073_709_551_616.0 < rate
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation context
+
+/// The CEL environment: the standard library plus the strings extension (`lowerAscii`, `trim`,
+/// ...), which message rules want. Built once; compiling and running must use the same one.
+fn cel_env() -> Arc<cel::Env> {
+    static ENV: OnceLock<Arc<cel::Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = cel::Env::stdlib();
+        if env.add_extension(cel::extensions::strings).is_err() {
+            // Cannot happen with the crate's own extension; the standard library alone still
+            // evaluates every rule that does not call the extension's functions.
+            env = cel::Env::stdlib();
+        }
+        Arc::new(env)
+    })
+    .clone()
+}
+
+/// All variables are always defined, with empty defaults, so a rule that mentions `message.text`
+/// evaluates (to false, usually) on an action instead of failing.
+fn build_context(input: &PolicyInput<'_>) -> Result<cel::Context<'static, 'static>, String> {
+    let mut ctx = cel::Context::with_env(cel_env());
+    let action = map([
+        ("name", cel::Value::from(input.action_name)),
+        ("arguments", json_to_cel(input.arguments)),
+    ]);
+    let message = map([("text", cel::Value::from(input.message_text))]);
+    let conversation = map([
+        ("state", cel::Value::from(input.conversation_state)),
+        ("turns", cel::Value::Int(input.conversation_turns)),
+    ]);
+    let variables = [
+        ("action", action),
+        ("message", message),
+        ("confidence", cel::Value::Float(input.confidence.unwrap_or(-1.0))),
+        ("context", json_to_cel(input.context)),
+        ("agent", cel::Value::from(input.agent)),
+        ("conversation", conversation),
+    ];
+    for (name, value) in variables {
+        let value: Box<dyn cel::common::value::Val> =
+            value.try_into().map_err(|e: cel::ExecutionError| e.to_string())?;
+        ctx.add_variable_as_val(name, value);
+    }
+    Ok(ctx)
+}
+
+fn map<const N: usize>(entries: [(&str, cel::Value); N]) -> cel::Value {
+    let map: HashMap<Key, cel::Value> = entries
+        .into_iter()
+        .map(|(k, v)| (Key::from(k), v))
+        .collect();
+    cel::Value::Map(Map { map: Arc::new(map) })
+}
+
+/// JSON to CEL: integers that fit an `i64` stay integers, other numbers become doubles (see the
+/// module documentation for why that keeps comparisons natural).
+fn json_to_cel(value: &serde_json::Value) -> cel::Value {
+    match value {
+        serde_json::Value::Null => cel::Value::Null,
+        serde_json::Value::Bool(b) => cel::Value::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => cel::Value::Int(i),
+            None => n.as_f64().map_or(cel::Value::Null, cel::Value::Float),
+        },
+        serde_json::Value::String(s) => cel::Value::from(s.as_str()),
+        serde_json::Value::Array(items) => {
+            cel::Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
+        }
+        serde_json::Value::Object(fields) => {
+            let map: HashMap<Key, cel::Value> = fields
+                .iter()
+                .map(|(k, v)| (Key::from(k.as_str()), json_to_cel(v)))
+                .collect();
+            cel::Value::Map(Map { map: Arc::new(map) })
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+/// Collects errors with byte offsets into the file; converted to lines and columns at the end.
+struct Errors<'t> {
+    text: &'t str,
+    found: Vec<(usize, String)>,
+}
+
+impl<'t> Errors<'t> {
+    fn at(&mut self, offset: usize, message: impl Into<String>) {
+        self.found.push((offset, message.into()));
+    }
+
+    fn into_sorted(self) -> Vec<PolicyError> {
+        let mut found = self.found;
+        // Stable: errors at the same place keep the order they were found in.
+        found.sort_by_key(|(offset, _)| *offset);
+        found.dedup();
+        found
+            .into_iter()
+            .map(|(offset, message)| {
+                let (line, column) = line_column(self.text, offset);
+                PolicyError {
+                    line,
+                    column,
+                    message,
+                }
+            })
+            .collect()
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset; offsets past the end or inside a
+/// character are clamped to the previous character boundary.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[derive(Deserialize)]
+struct RawFile {
+    #[serde(default)]
+    rule: Vec<Spanned<BTreeMap<Spanned<String>, Spanned<toml::Value>>>>,
+}
+
+/// One rule's keys as found, before validation.
+#[derive(Default)]
+struct RawRule {
+    name: Option<Spanned<toml::Value>>,
+    applies_to: Option<Spanned<toml::Value>>,
+    when: Option<Spanned<toml::Value>>,
+    then: Option<Spanned<toml::Value>>,
+    queue: Option<Spanned<toml::Value>>,
+    priority: Option<Spanned<toml::Value>>,
+    approvals: Option<Spanned<toml::Value>>,
+    timeout: Option<Spanned<toml::Value>>,
+    on_timeout: Option<Spanned<toml::Value>>,
+    sample: Option<Spanned<toml::Value>>,
+}
+
+fn parse_policy(text: &str) -> Result<Policy, Vec<PolicyError>> {
+    let mut errors = Errors {
+        text,
+        found: Vec::new(),
+    };
+
+    // Pass one: syntax, and top-level keys with their positions.
+    match toml::from_str::<BTreeMap<Spanned<String>, serde::de::IgnoredAny>>(text) {
+        Ok(top) => {
+            for key in top.keys().filter(|k| k.get_ref() != "rule") {
+                errors.at(
+                    key.span().start,
+                    format!(
+                        "unknown top-level key `{}`; a policy holds only [[rule]] tables",
+                        key.get_ref()
+                    ),
+                );
+            }
+        }
+        Err(e) => {
+            errors.at(toml_error_offset(&e), toml_error_message(&e));
+            return Err(errors.into_sorted());
+        }
+    }
+
+    // Pass two: the rules, every key with its position.
+    let file: RawFile = match toml::from_str(text) {
+        Ok(file) => file,
+        Err(e) => {
+            errors.at(
+                toml_error_offset(&e),
+                format!("`rule` must be an array of tables ([[rule]]): {}", e.message()),
+            );
+            return Err(errors.into_sorted());
+        }
+    };
+
+    let compiler = Compiler {
+        env: cel_env(),
+        text,
+    };
+    let mut rules = Vec::with_capacity(file.rule.len());
+    let mut names: HashSet<String> = HashSet::new();
+    for (index, table) in file.rule.into_iter().enumerate() {
+        let rule_start = table.span().start;
+        let raw = collect_keys(table.into_inner(), &mut errors);
+        // Checked on the raw name so a duplicate is reported even when either rule has other
+        // problems.
+        if let Some(v) = &raw.name {
+            if let toml::Value::String(name) = v.get_ref() {
+                if !name.trim().is_empty() && !names.insert(name.clone()) {
+                    errors.at(
+                        v.span().start,
+                        format!("duplicate rule name \"{name}\"; names must be unique"),
+                    );
+                }
+            }
+        }
+        if let Some(rule) = check_rule(raw, index + 1, rule_start, &compiler, &mut errors) {
+            rules.push(rule);
+        }
+    }
+
+    if errors.found.is_empty() {
+        Ok(Policy {
+            rules: Arc::from(rules),
+        })
+    } else {
+        Err(errors.into_sorted())
+    }
+}
+
+fn toml_error_offset(e: &toml::de::Error) -> usize {
+    e.span().map_or(0, |s| s.start)
+}
+
+fn toml_error_message(e: &toml::de::Error) -> String {
+    // Some messages span lines; a position-prefixed error reads best on one.
+    let message = e.message().trim_end().replace('\n', "; ");
+    format!("invalid TOML: {message}")
+}
+
+fn collect_keys(
+    table: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    errors: &mut Errors<'_>,
+) -> RawRule {
+    let mut raw = RawRule::default();
+    for (key, value) in table {
+        let slot = match key.get_ref().as_str() {
+            "name" => &mut raw.name,
+            "applies_to" => &mut raw.applies_to,
+            "when" => &mut raw.when,
+            "then" => &mut raw.then,
+            "queue" => &mut raw.queue,
+            "priority" => &mut raw.priority,
+            "approvals" => &mut raw.approvals,
+            "timeout" => &mut raw.timeout,
+            "on_timeout" => &mut raw.on_timeout,
+            "sample" => &mut raw.sample,
+            other => {
+                errors.at(
+                    key.span().start,
+                    format!("unknown key `{other}` in rule; expected one of: {RULE_KEYS}"),
+                );
+                continue;
+            }
+        };
+        *slot = Some(value);
+    }
+    raw
+}
+
+/// A string value, or an error at the value.
+fn string_value<'v>(
+    value: &'v Spanned<toml::Value>,
+    key: &str,
+    errors: &mut Errors<'_>,
+) -> Option<&'v str> {
+    match value.get_ref() {
+        toml::Value::String(s) => Some(s),
+        other => {
+            errors.at(
+                value.span().start,
+                format!("`{key}` must be a string, not {}", other.type_str()),
+            );
+            None
+        }
+    }
+}
+
+fn integer_value(
+    value: &Spanned<toml::Value>,
+    key: &str,
+    errors: &mut Errors<'_>,
+) -> Option<i64> {
+    match value.get_ref() {
+        toml::Value::Integer(i) => Some(*i),
+        other => {
+            errors.at(
+                value.span().start,
+                format!("`{key}` must be an integer, not {}", other.type_str()),
+            );
+            None
+        }
+    }
+}
+
+/// Validates one rule, reporting every problem found in it.
+fn check_rule(
+    raw: RawRule,
+    number: usize,
+    rule_start: usize,
+    compiler: &Compiler<'_>,
+    errors: &mut Errors<'_>,
+) -> Option<Rule> {
+    let before = errors.found.len();
+    let missing = |errors: &mut Errors<'_>, key: &str| {
+        errors.at(
+            rule_start,
+            format!("rule #{number} is missing the required key `{key}`"),
+        )
+    };
+
+    let name = match &raw.name {
+        None => {
+            missing(errors, "name");
+            None
+        }
+        Some(v) => string_value(v, "name", errors).and_then(|s| {
+            if s.trim().is_empty() {
+                errors.at(v.span().start, "`name` must not be empty");
+                None
+            } else if s.chars().count() > MAX_NAME_CHARS {
+                errors.at(
+                    v.span().start,
+                    format!("`name` is longer than {MAX_NAME_CHARS} characters"),
+                );
+                None
+            } else if s.chars().any(char::is_control) {
+                errors.at(v.span().start, "`name` must not contain control characters");
+                None
+            } else {
+                Some(s.to_string())
+            }
+        }),
+    };
+
+    let applies_to = match &raw.applies_to {
+        None => Some(AppliesTo::Both),
+        Some(v) => string_value(v, "applies_to", errors).and_then(|s| match s {
+            "action" => Some(AppliesTo::Action),
+            "message" => Some(AppliesTo::Message),
+            "both" => Some(AppliesTo::Both),
+            other => {
+                errors.at(
+                    v.span().start,
+                    format!(
+                        "invalid applies_to \"{other}\"; expected \"action\" or \"message\" \
+                         (leave it out for both)"
+                    ),
+                );
+                None
+            }
+        }),
+    };
+
+    let program = match &raw.when {
+        None => {
+            missing(errors, "when");
+            None
+        }
+        Some(v) => string_value(v, "when", errors).and_then(|s| {
+            let span = v.span();
+            compiler.compile(s, span.start, span.end, errors)
+        }),
+    };
+
+    let then = match &raw.then {
+        None => {
+            missing(errors, "then");
+            None
+        }
+        Some(v) => string_value(v, "then", errors)
+            .and_then(|s| check_then(s, applies_to, v.span().start, errors)),
+    };
+
+    let queue = match &raw.queue {
+        None => Some(DEFAULT_QUEUE.to_string()),
+        Some(v) => string_value(v, "queue", errors).and_then(|s| {
+            let valid_chars = s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if s.is_empty() || s.len() > MAX_QUEUE_CHARS || !valid_chars {
+                errors.at(
+                    v.span().start,
+                    format!(
+                        "invalid queue \"{s}\"; use 1 to {MAX_QUEUE_CHARS} of A-Z a-z 0-9 _ . -"
+                    ),
+                );
+                None
+            } else {
+                Some(s.to_string())
+            }
+        }),
+    };
+
+    let priority = match &raw.priority {
+        None => Some(0),
+        Some(v) => integer_value(v, "priority", errors),
+    };
+
+    let approvals = match &raw.approvals {
+        None => Some(1),
+        Some(v) => integer_value(v, "approvals", errors).and_then(|n| {
+            match u32::try_from(n) {
+                Ok(n) if (1..=MAX_APPROVALS).contains(&n) => Some(n),
+                _ => {
+                    errors.at(
+                        v.span().start,
+                        format!("`approvals` must be between 1 and {MAX_APPROVALS}, not {n}"),
+                    );
+                    None
+                }
+            }
+        }),
+    };
+
+    let timeout = match &raw.timeout {
+        None => Some(None),
+        Some(v) => string_value(v, "timeout", errors).and_then(|s| {
+            match humantime::parse_duration(s) {
+                Ok(d) if d.is_zero() => {
+                    errors.at(v.span().start, "`timeout` must be longer than zero");
+                    None
+                }
+                Ok(d) if d > MAX_TIMEOUT => {
+                    errors.at(v.span().start, "`timeout` must be at most 366 days");
+                    None
+                }
+                Ok(d) => Some(Some(d)),
+                Err(e) => {
+                    errors.at(
+                        v.span().start,
+                        format!("invalid timeout \"{s}\" ({e}); write e.g. \"30m\", \"2h\", \"1d\""),
+                    );
+                    None
+                }
+            }
+        }),
+    };
+
+    let on_timeout = match &raw.on_timeout {
+        None => Some(OnTimeout::Reject),
+        Some(v) => string_value(v, "on_timeout", errors).and_then(|s| match s {
+            "approve" => Some(OnTimeout::Approve),
+            "reject" => Some(OnTimeout::Reject),
+            "escalate" => Some(OnTimeout::Escalate),
+            other => {
+                errors.at(
+                    v.span().start,
+                    format!(
+                        "invalid on_timeout \"{other}\"; expected one of: approve, reject, escalate"
+                    ),
+                );
+                None
+            }
+        }),
+    };
+
+    let sample = match &raw.sample {
+        None => Some(0.0),
+        Some(v) => {
+            let number = match v.get_ref() {
+                toml::Value::Float(f) => Some(*f),
+                // Only 0 and 1 pass the range check below, both exact as f64.
+                toml::Value::Integer(i) => Some(*i as f64),
+                other => {
+                    errors.at(
+                        v.span().start,
+                        format!("`sample` must be a number, not {}", other.type_str()),
+                    );
+                    None
+                }
+            };
+            number.and_then(|f| {
+                if (0.0..=1.0).contains(&f) {
+                    Some(f)
+                } else {
+                    errors.at(
+                        v.span().start,
+                        format!("`sample` must be between 0 and 1, not {f}"),
+                    );
+                    None
+                }
+            })
+        }
+    };
+
+    if errors.found.len() != before {
+        return None;
+    }
+    let (when, program) = program?;
+    Some(Rule {
+        name: name?,
+        applies_to: applies_to?,
+        when,
+        then: then?,
+        queue: queue?,
+        priority: priority?,
+        approvals: approvals?,
+        timeout: timeout?,
+        on_timeout: on_timeout?,
+        sample: sample?,
+        program: Arc::new(program),
+    })
+}
+
+fn check_then(
+    value: &str,
+    applies_to: Option<AppliesTo>,
+    offset: usize,
+    errors: &mut Errors<'_>,
+) -> Option<Outcome> {
+    let outcome = match value {
+        "approve" | "deliver" => Some(Outcome::Approve),
+        "review" => Some(Outcome::Review),
+        "block" => Some(Outcome::Block),
+        "escalate" => Some(Outcome::Escalate),
+        _ => None,
+    };
+    // An invalid applies_to was reported already; judge `then` on its own then.
+    let Some(applies_to) = applies_to else {
+        if outcome.is_none() {
+            errors.at(
+                offset,
+                format!(
+                    "invalid then \"{value}\"; expected one of: approve, deliver, review, block, \
+                     escalate"
+                ),
+            );
+        }
+        return outcome;
+    };
+    let allowed: &[&str] = match applies_to {
+        AppliesTo::Action => &["approve", "review", "block"],
+        AppliesTo::Message => &["deliver", "review", "escalate"],
+        AppliesTo::Both => &["approve", "deliver", "review"],
+    };
+    if allowed.contains(&value) {
+        return outcome;
+    }
+    let message = match (applies_to, value) {
+        (AppliesTo::Both, "block") => "then = \"block\" applies only to actions; add \
+                                       applies_to = \"action\" to this rule"
+            .to_string(),
+        (AppliesTo::Both, "escalate") => "then = \"escalate\" applies only to messages; add \
+                                          applies_to = \"message\" to this rule"
+            .to_string(),
+        (AppliesTo::Action, "deliver") => {
+            "then = \"deliver\" is for messages; an action rule says \"approve\"".to_string()
+        }
+        (AppliesTo::Action, "escalate") => {
+            "then = \"escalate\" is for messages; an action rule says \"review\" or \"block\""
+                .to_string()
+        }
+        (AppliesTo::Message, "approve") => {
+            "then = \"approve\" is for actions; a message rule says \"deliver\"".to_string()
+        }
+        (AppliesTo::Message, "block") => {
+            "then = \"block\" is for actions; a message rule says \"review\" or \"escalate\""
+                .to_string()
+        }
+        _ => {
+            let scope = match applies_to {
+                AppliesTo::Action => "an action rule",
+                AppliesTo::Message => "a message rule",
+                AppliesTo::Both => "a rule for both actions and messages",
+            };
+            format!(
+                "invalid then \"{value}\" for {scope}; expected one of: {}",
+                allowed.join(", ")
+            )
+        }
+    };
+    errors.at(offset, message);
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// CEL compilation
+
+struct Compiler<'t> {
+    env: Arc<cel::Env>,
+    text: &'t str,
+}
+
+impl Compiler<'_> {
+    /// Compiles the `when` whose TOML string spans `start..end` of the file. Returns the source
+    /// and program, or reports errors at their place in the file.
+    fn compile(
+        &self,
+        source: &str,
+        start: usize,
+        end: usize,
+        errors: &mut Errors<'_>,
+    ) -> Option<(String, cel::Program)> {
+        let locate = Locator::new(self.text, start, end, source);
+
+        if source.trim().is_empty() {
+            errors.at(start, "`when` must not be empty; write \"true\" to match everything");
+            return None;
+        }
+        if source.chars().count() > MAX_WHEN_CHARS {
+            errors.at(
+                start,
+                format!("`when` is longer than {MAX_WHEN_CHARS} characters"),
+            );
+            return None;
+        }
+        if let Some(at) = too_deep(source) {
+            errors.at(
+                locate.byte(at),
+                format!("`when` nests brackets deeper than {MAX_WHEN_NESTING} levels"),
+            );
+            return None;
+        }
+
+        let program = match self.env.compile(source) {
+            Ok(program) => program,
+            Err(parse_errors) => {
+                for e in &parse_errors.errors {
+                    let offset = match (usize::try_from(e.pos.0), usize::try_from(e.pos.1)) {
+                        (Ok(line), Ok(column)) if line >= 1 && column >= 1 => {
+                            locate.line_column(line, column)
+                        }
+                        _ => start,
+                    };
+                    errors.at(offset, format!("invalid `when`: {}", cel_message(&e.msg)));
+                }
+                if parse_errors.errors.is_empty() {
+                    errors.at(start, "invalid `when`");
+                }
+                return None;
+            }
+        };
+
+        if let Some(id) = too_deep_tree(program.expression()) {
+            let offset = program
+                .source_info()
+                .offset_for(id)
+                .and_then(|(s, _)| usize::try_from(s).ok())
+                .map_or(start, |s| locate.byte(s));
+            errors.at(
+                offset,
+                format!(
+                    "`when` is nested too deeply (more than {MAX_EXPRESSION_DEPTH} levels) to \
+                     evaluate safely; split it into simpler rules"
+                ),
+            );
+            return None;
+        }
+        Some((source.to_string(), program))
+    }
+}
+
+/// The parser's messages, made readable where it wraps them in debug output.
+fn cel_message(msg: &str) -> String {
+    if msg.contains("Recursion limit") {
+        "expression is nested too deeply".to_string()
+    } else {
+        msg.to_string()
+    }
+}
+
+/// Maps positions inside a `when` string to byte offsets in the file.
+struct Locator<'s> {
+    /// Where the string's content begins in the file, when the content is the value verbatim
+    /// (no escapes); otherwise positions fall back to `start`, the opening quote.
+    content: Option<usize>,
+    start: usize,
+    source: &'s str,
+}
+
+impl<'s> Locator<'s> {
+    fn new(text: &str, start: usize, end: usize, source: &'s str) -> Self {
+        let raw = text.get(start..end).unwrap_or("");
+        let content = ["'''", "\"\"\"", "'", "\""].iter().find_map(|quote| {
+            let inner = raw.strip_prefix(quote)?.strip_suffix(quote)?;
+            let mut skip = quote.len();
+            // A newline right after a multi-line string's opening quotes is not part of it.
+            let inner = if quote.len() == 3 {
+                if let Some(rest) = inner.strip_prefix("\r\n") {
+                    skip += 2;
+                    rest
+                } else if let Some(rest) = inner.strip_prefix('\n') {
+                    skip += 1;
+                    rest
+                } else {
+                    inner
+                }
+            } else {
+                inner
+            };
+            (inner == source).then_some(start + skip)
+        });
+        Locator {
+            content,
+            start,
+            source,
+        }
+    }
+
+    /// The file offset of a byte offset in the source.
+    fn byte(&self, offset: usize) -> usize {
+        match self.content {
+            Some(content) if offset <= self.source.len() => content + offset,
+            _ => self.start,
+        }
+    }
+
+    /// The file offset of a 1-based line and column (in characters) of the source.
+    fn line_column(&self, line: usize, column: usize) -> usize {
+        let Some(content) = self.content else {
+            return self.start;
+        };
+        let mut line_start = 0;
+        for _ in 1..line {
+            match self.source[line_start..].find('\n') {
+                Some(i) => line_start += i + 1,
+                None => return self.start,
+            }
+        }
+        let line_text = &self.source[line_start..];
+        let line_text = &line_text[..line_text.find('\n').unwrap_or(line_text.len())];
+        // A column one past the end (an error at end of input) lands just after the text.
+        let within = line_text
+            .char_indices()
+            .nth(column - 1)
+            .map_or(line_text.len(), |(i, _)| i);
+        content + line_start + within
+    }
+}
+
+/// The byte offset of the first bracket nested deeper than [`MAX_WHEN_NESTING`], skipping string
+/// literals (brackets inside them are text, not nesting).
+fn too_deep(source: &str) -> Option<usize> {
+    let bytes = source.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_WHEN_NESTING {
+                    return Some(i);
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            quote @ (b'\'' | b'"') => {
+                let raw = i > 0 && matches!(bytes[i - 1], b'r' | b'R');
+                let triple = bytes.get(i..i + 3) == Some(&[quote, quote, quote][..]);
+                let delimiter_len = if triple { 3 } else { 1 };
+                i += delimiter_len;
+                while i < bytes.len() {
+                    if !raw && bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if bytes[i] == quote
+                        && (!triple || bytes.get(i..i + 3) == Some(&[quote, quote, quote][..]))
+                    {
+                        i += delimiter_len - 1;
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The id of the first node deeper than [`MAX_EXPRESSION_DEPTH`], found without recursion.
+fn too_deep_tree(root: &IdedExpr) -> Option<u64> {
+    let mut stack: Vec<(&IdedExpr, usize)> = vec![(root, 1)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > MAX_EXPRESSION_DEPTH {
+            return Some(node.id);
+        }
+        let next = depth + 1;
+        match &node.expr {
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    stack.push((target, next));
+                }
+                stack.extend(call.args.iter().map(|a| (a, next)));
+            }
+            Expr::Comprehension(c) => {
+                for child in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    stack.push((child, next));
+                }
+            }
+            Expr::List(list) => stack.extend(list.elements.iter().map(|e| (e, next))),
+            Expr::Map(m) => push_entries(&mut stack, &m.entries, next),
+            Expr::Struct(s) => push_entries(&mut stack, &s.entries, next),
+            Expr::Select(select) => stack.push((&select.operand, next)),
+            Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
+        }
+    }
+    None
+}
+
+fn push_entries<'e>(
+    stack: &mut Vec<(&'e IdedExpr, usize)>,
+    entries: &'e [cel::common::ast::IdedEntryExpr],
+    depth: usize,
+) {
+    for entry in entries {
+        match &entry.expr {
+            EntryExpr::MapEntry(e) => {
+                stack.push((&e.key, depth));
+                stack.push((&e.value, depth));
+            }
+            EntryExpr::StructField(f) => stack.push((&f.value, depth)),
+        }
+    }
+}
+

@@ -1,0 +1,100 @@
+//! The HTTP API: `/v1` resources, health, metrics and the OpenAPI document. Each module lists its
+//! routes with their `#[utoipa::path]` docs through `utoipa_axum::routes!`, so a route cannot
+//! exist without its documentation and `/openapi.json` cannot drift from the code.
+
+pub mod actions;
+pub mod admin;
+pub mod pauses;
+pub mod reviews;
+pub mod system;
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::http::StatusCode;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Loopgate",
+        description = "Human-in-the-loop server for AI agents: review gates, escalations, QA sampling and a tamper-evident audit log.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(crate::error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole application, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(actions::submit))
+        .routes(routes!(actions::get_action))
+        .routes(routes!(actions::cancel))
+        .routes(routes!(reviews::list))
+        .routes(routes!(reviews::get_review))
+        .routes(routes!(reviews::next))
+        .routes(routes!(reviews::claim))
+        .routes(routes!(reviews::release))
+        .routes(routes!(reviews::decide))
+        .routes(routes!(pauses::pause_agent))
+        .routes(routes!(pauses::resume_agent))
+        .routes(routes!(pauses::pause_workspace))
+        .routes(routes!(pauses::resume_workspace))
+        .routes(routes!(pauses::list))
+        .routes(routes!(admin::get_policy, admin::put_policy))
+        .routes(routes!(admin::audit))
+        .routes(routes!(admin::audit_verify))
+        .split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    let body_limit = state.config.body_limit;
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+    .method_not_allowed_fallback(|| async {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed for this endpoint")
+    })
+    .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+    .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+    .layer(TraceLayer::new_for_http())
+    .layer(CatchPanicLayer::custom(|_| {
+        axum::response::IntoResponse::into_response(ApiError::internal("a request handler panicked"))
+    }))
+    .with_state(state)
+}
+
+/// Ids in paths: a malformed one is a clear 400, not a 404 that hides the typo.
+pub fn parse_id(raw: &str, field: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request(field, format!("{raw:?} is not a valid id")))
+}
+
+/// Query-string values, parsed by hand so each problem names its parameter.
+pub fn parse_query<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::bad_request("query", format!("bad query string: {e}")))
+}

@@ -1,0 +1,103 @@
+//! Loopgate's server: the HTTP API over the store, live updates, and background timers.
+//!
+//! Layout:
+//! - [`http`]: one module per resource, each exposing its routes with their OpenAPI docs.
+//! - [`error`]: the one error type and its HTTP mapping.
+//! - [`extract`]: JSON and auth extractors (roles proven by types).
+//! - [`live`]: long-poll waiters woken by committed events, and the timer sweep.
+//! - [`policies`]: the compiled policy of each workspace, cached per version.
+//! - [`metrics`]: Prometheus counters and histograms.
+//!
+//! [`run`] takes its listener and a shutdown future, so tests bind port 0 and stop cleanly.
+
+pub mod error;
+pub mod extract;
+pub mod http;
+pub mod live;
+pub mod metrics;
+pub mod policies;
+
+use loopgate_store::Store;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Settings a deployment may change.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest request body accepted (413 beyond).
+    pub body_limit: usize,
+    /// How long a claim holds before it lapses back to the queue.
+    pub claim_lease: Duration,
+    /// How often timeouts and lapsed claims are swept.
+    pub sweep_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            body_limit: 1024 * 1024,
+            claim_lease: Duration::from_secs(300),
+            sweep_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub policies: Arc<policies::PolicyCache>,
+    pub waiters: Arc<live::Waiters>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub config: Arc<Config>,
+    /// Turns true when the server begins to shut down: long-polls answer at once, tasks stop.
+    pub stopping: watch::Receiver<bool>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> AppState {
+        let (stop, stopping) = watch::channel(false);
+        AppState {
+            stopping,
+            stop: Arc::new(stop),
+            policies: Arc::new(policies::PolicyCache::new(store.clone())),
+            waiters: Arc::new(live::Waiters::default()),
+            metrics: Arc::new(metrics::Metrics::new()),
+            config: Arc::new(config),
+            store,
+        }
+    }
+}
+
+/// Serve until `shutdown` resolves. Fires overdue timeouts before accepting the first request,
+/// so a server that was down when deadlines passed catches up at once.
+pub async fn run(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AppState::new(store, config);
+    if let Err(e) = state.store.sweep_timers().await {
+        tracing::warn!(error = %e, "the start-up timer sweep failed; the background sweep will retry");
+    }
+    let background = live::spawn_background(state.clone(), state.stopping.clone());
+    let stop = state.stop.clone();
+    let stop_on_signal = stop.clone();
+    let app = http::router(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_on_signal.send(true);
+        })
+        .await;
+    let _ = stop.send(true);
+    for task in background {
+        let _ = task.await;
+    }
+    result
+}

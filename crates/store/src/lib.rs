@@ -1,0 +1,208 @@
+//! Loopgate's storage. The [`Store`] trait is the whole persistence interface the server uses;
+//! [`sqlite::SqliteStore`] implements it (PostgreSQL will be a second implementation of the same
+//! trait, with the same conformance tests).
+//!
+//! Every operation that changes state commits the change, its audit event(s) and (later) its
+//! outbox rows in one transaction, and publishes the committed events on a broadcast channel
+//! ([`Store::subscribe`]) that drives long-polls and live streams.
+//!
+//! Layout:
+//! - [`records`]: what the store returns.
+//! - [`sqlite`]: the embedded default backend, with its group-committing writer.
+//! - [`secrets`]: token and password generation and hashing.
+
+pub mod records;
+pub mod secrets;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use loopgate_domain::action::PauseMode;
+use loopgate_domain::audit::Event;
+use loopgate_domain::auth::Role;
+use loopgate_domain::policy::Routing;
+use loopgate_domain::review::DecisionInput;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub use records::*;
+
+/// Why a store operation failed, in terms the HTTP layer can map without knowing SQL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The operation is not allowed in the current state (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The input is well-formed but not acceptable (HTTP 422).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The database could not be reached or is overloaded; nothing was written (HTTP 503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage failure: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(db) if db.message().contains("database is locked") => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Internal(format!("stored JSON is corrupt: {e}"))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A proposed action, already routed by the policy. The store may still override the routing
+/// with a pause, since pauses are read inside the same transaction.
+#[derive(Debug, Clone)]
+pub struct NewAction {
+    pub workspace: String,
+    pub agent: String,
+    pub name: String,
+    pub arguments: serde_json::Value,
+    pub confidence: Option<f64>,
+    pub context: serde_json::Value,
+    pub conversation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// Hash of the request body, to refuse an idempotency key reused for a different request.
+    pub request_hash: String,
+    pub routing: Routing,
+    pub policy_version: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    Created(ActionRecord),
+    /// The idempotency key was seen before: the original action, unchanged.
+    Replayed(ActionRecord),
+}
+
+/// What a timer sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    pub expired: usize,
+    pub escalated: usize,
+    pub leases_lapsed: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReviewFilter {
+    pub status: Option<String>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    pub limit: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Events, each published once after its transaction committed.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>>;
+
+    // Tenancy and credentials.
+    async fn ensure_workspace(&self, workspace: &str) -> Result<()>;
+    async fn create_key(&self, workspace: &str, name: &str, role: Role) -> Result<NewKey>;
+    async fn authenticate(&self, token: &str) -> Result<Option<KeyRecord>>;
+    async fn create_user(
+        &self,
+        workspace: &str,
+        username: &str,
+        role: Role,
+        password_hash: &str,
+    ) -> Result<UserRecord>;
+
+    // Policy.
+    async fn current_policy(&self, workspace: &str) -> Result<Option<PolicyRecord>>;
+    /// Store `text` as the next version unless it equals the current one. The caller validated it.
+    async fn put_policy(&self, workspace: &str, text: &str, actor: &str) -> Result<PolicyRecord>;
+
+    // Actions.
+    async fn submit_action(&self, new: NewAction) -> Result<Submitted>;
+    async fn get_action(&self, workspace: &str, id: Uuid) -> Result<Option<ActionView>>;
+    async fn cancel_action(&self, workspace: &str, agent: &str, id: Uuid) -> Result<ActionRecord>;
+
+    // Reviews.
+    async fn list_reviews(&self, workspace: &str, filter: ReviewFilter) -> Result<Vec<ReviewRecord>>;
+    async fn get_review(&self, workspace: &str, id: Uuid) -> Result<Option<ReviewDetail>>;
+    /// Claim the most urgent pending review (priority, then SLA due time, then age) that this
+    /// reviewer has not already approved.
+    async fn next_review(
+        &self,
+        workspace: &str,
+        queue: Option<&str>,
+        reviewer: &str,
+        lease_ms: i64,
+    ) -> Result<Option<ReviewDetail>>;
+    async fn claim_review(
+        &self,
+        workspace: &str,
+        id: Uuid,
+        reviewer: &str,
+        lease_ms: i64,
+    ) -> Result<ReviewDetail>;
+    async fn release_review(&self, workspace: &str, id: Uuid, reviewer: &str) -> Result<ReviewDetail>;
+    async fn decide_review(
+        &self,
+        workspace: &str,
+        id: Uuid,
+        reviewer: &str,
+        input: DecisionInput,
+    ) -> Result<ReviewDetail>;
+
+    /// Fire due timeouts and lapse expired claims, in every workspace. Each timeout fires once:
+    /// the sweep changes only reviews still open, inside its transaction.
+    async fn sweep_timers(&self) -> Result<Sweep>;
+
+    // The stop button. `agent: None` is the whole workspace; `mode: None` lifts the pause.
+    async fn set_pause(
+        &self,
+        workspace: &str,
+        agent: Option<&str>,
+        mode: Option<PauseMode>,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Vec<loopgate_domain::action::Pause>>;
+    async fn pauses(&self, workspace: &str) -> Result<Vec<loopgate_domain::action::Pause>>;
+
+    // Audit.
+    async fn audit_events(&self, workspace: &str, after: i64, limit: i64) -> Result<Vec<Event>>;
+    async fn workspaces(&self) -> Result<Vec<String>>;
+    /// Walk one workspace's chain; `Ok(count)` or the first break.
+    async fn verify_audit(&self, workspace: &str) -> Result<Result<u64, loopgate_domain::audit::ChainBreak>>;
+
+    async fn counts(&self, workspace: &str) -> Result<Counts>;
+}
+
+/// Open the backend a database URL names.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Err(StoreError::Invalid {
+            field: "database",
+            message: "PostgreSQL support is not built yet; use sqlite://PATH".into(),
+        })
+    } else {
+        Err(StoreError::Invalid {
+            field: "database",
+            message: format!("{url:?} is not a database URL; use sqlite://PATH or postgres://..."),
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! The single writer: one SQLite connection that owns every write, committing concurrent
+//! operations together.
+//!
+//! SQLite allows one writer at a time anyway; funnelling writes through one task turns that
+//! limit into an advantage. The task takes every job waiting in its channel (up to
+//! [`MAX_BATCH`]), runs each inside its own SAVEPOINT within one `BEGIN IMMEDIATE` transaction,
+//! and COMMITs once: one fsync for the whole group (group commit). A job that fails rolls back to
+//! its savepoint without disturbing the others. Callers are answered only after the COMMIT
+//! returned, so every acknowledged write is durable (WAL with `synchronous=FULL`), and events are
+//! published only then, so nobody is told of a change that could still be rolled back.
+
+use crate::{Result, StoreError};
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use loopgate_domain::audit::{next_event, Event};
+use serde_json::Value;
+use sqlx::{Connection, SqliteConnection};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// How many jobs share one transaction at most. Large enough to amortise the fsync under load;
+/// small enough that one batch's latency stays in the low milliseconds.
+pub const MAX_BATCH: usize = 256;
+
+/// The write transaction a job runs in.
+pub struct Tx {
+    pub conn: SqliteConnection,
+    /// The job's clock reading: one `now` per job keeps its rows and events consistent.
+    pub now: DateTime<Utc>,
+    events: Vec<Event>,
+}
+
+impl Tx {
+    pub fn now_ms(&self) -> i64 {
+        self.now.timestamp_millis()
+    }
+
+    /// Append one event to the workspace's hash chain, in this transaction.
+    pub async fn event(
+        &mut self,
+        workspace: &str,
+        actor: &str,
+        event_type: &str,
+        subject: &str,
+        data: Value,
+    ) -> Result<()> {
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE workspace = $1")
+                .bind(workspace)
+                .fetch_optional(&mut self.conn)
+                .await?;
+        let at = self.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let e = next_event(
+            head.as_ref().map(|(s, h)| (*s, h.as_str())),
+            workspace,
+            &at,
+            actor,
+            event_type,
+            subject,
+            data,
+        );
+        sqlx::query(
+            "INSERT INTO events (workspace, seq, at, at_ms, actor, type, subject, data, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&e.workspace)
+        .bind(e.seq)
+        .bind(&e.at)
+        .bind(self.now_ms())
+        .bind(&e.actor)
+        .bind(&e.event_type)
+        .bind(&e.subject)
+        .bind(serde_json::to_string(&e.data)?)
+        .bind(&e.prev_hash)
+        .bind(&e.hash)
+        .execute(&mut self.conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO audit_heads (workspace, seq, hash) VALUES ($1, $2, $3)
+             ON CONFLICT (workspace) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        )
+        .bind(&e.workspace)
+        .bind(e.seq)
+        .bind(&e.hash)
+        .execute(&mut self.conn)
+        .await?;
+        self.events.push(e);
+        Ok(())
+    }
+}
+
+/// One queued write: run it inside the batch, then tell its caller how the batch ended.
+trait Job: Send {
+    fn run<'c>(&'c mut self, tx: &'c mut Tx) -> BoxFuture<'c, bool>;
+    fn complete(self: Box<Self>, commit: Result<()>);
+}
+
+struct Op<T, F> {
+    f: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for Op<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<T>> + Send + 'static,
+{
+    fn run<'c>(&'c mut self, tx: &'c mut Tx) -> BoxFuture<'c, bool> {
+        Box::pin(async move {
+            let Some(f) = self.f.take() else {
+                return false;
+            };
+            let r = f(tx).await;
+            let ok = r.is_ok();
+            self.result = Some(r);
+            ok
+        })
+    }
+
+    fn complete(self: Box<Self>, commit: Result<()>) {
+        let answer = match (self.result, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (_, Err(e)) => Err(e),
+            (None, Ok(())) => Err(StoreError::Internal("write job did not run".into())),
+        };
+        // The caller may have gone away (client disconnected); the write stands regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The handle callers use to submit writes.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Writer {
+    pub fn spawn(conn: SqliteConnection, events: broadcast::Sender<Arc<Event>>) -> Writer {
+        // Bounded: under overload callers wait here instead of memory growing without limit.
+        let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(conn, rx, events));
+        Writer { jobs }
+    }
+
+    /// Run `f` in the next write transaction; resolves once that transaction has committed.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Tx) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Op {
+            f: Some(f),
+            result: None,
+            reply,
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped mid-write".into()))?
+    }
+}
+
+async fn run(
+    conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    events: broadcast::Sender<Arc<Event>>,
+) {
+    let mut tx = Tx {
+        conn,
+        now: Utc::now(),
+        events: Vec::new(),
+    };
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&mut tx, &mut batch).await;
+        if outcome.is_ok() {
+            for e in tx.events.drain(..) {
+                // No subscribers is fine: the events are in the audit log.
+                let _ = events.send(Arc::new(e));
+            }
+        } else {
+            tx.events.clear();
+        }
+        for job in batch.drain(..) {
+            let commit = match &outcome {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            };
+            job.complete(commit);
+        }
+    }
+    let _ = tx.conn.close().await;
+}
+
+async fn run_batch(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut tx.conn).await?;
+    for job in batch.iter_mut() {
+        tx.now = Utc::now();
+        let mark = tx.events.len();
+        if let Err(e) = sqlx::query("SAVEPOINT job").execute(&mut tx.conn).await {
+            rollback(tx).await;
+            return Err(e.into());
+        }
+        if !job.run(tx).await {
+            tx.events.truncate(mark);
+            // If SQLite already abandoned the whole transaction (I/O error, disk full), this
+            // fails and the batch fails with it: no job is acknowledged.
+            if let Err(e) = sqlx::query("ROLLBACK TO job").execute(&mut tx.conn).await {
+                rollback(tx).await;
+                return Err(e.into());
+            }
+        }
+        if let Err(e) = sqlx::query("RELEASE job").execute(&mut tx.conn).await {
+            rollback(tx).await;
+            return Err(e.into());
+        }
+    }
+    if let Err(e) = sqlx::query("COMMIT").execute(&mut tx.conn).await {
+        rollback(tx).await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+async fn rollback(tx: &mut Tx) {
+    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut tx.conn).await {
+        tracing::debug!(error = %e, "rollback after a failed batch");
+    }
+}

@@ -1,0 +1,349 @@
+//! The command line: `serve`, `demo`, `keys create`, `users create`, `policy check`,
+//! `audit verify`. Errors print one line and exit non-zero.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use loopgate_domain::auth::Role;
+use loopgate_domain::policy::Policy;
+use loopgate_domain::types::Name;
+use loopgate_store::Store;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "loopgate", version, about = "Human-in-the-loop server for AI agents")]
+struct Cli {
+    /// Database URL: sqlite://PATH (embedded, the default) or postgres://...
+    #[arg(long, global = true, env = "LOOPGATE_DATABASE_URL")]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+pub const DEFAULT_DATABASE: &str = "sqlite://loopgate.db";
+pub const DEMO_DATABASE: &str = "sqlite://loopgate-demo.db";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (migrates the database first).
+    Serve {
+        #[arg(long, env = "LOOPGATE_LISTEN", default_value = "127.0.0.1:7800")]
+        listen: SocketAddr,
+        /// Policy file to put in force for the `default` workspace.
+        #[arg(long, env = "LOOPGATE_POLICY")]
+        policy: Option<PathBuf>,
+    },
+    /// Run the server with a demo workspace, users and a simulated agent producing traffic.
+    Demo {
+        #[arg(long, env = "LOOPGATE_LISTEN", default_value = "127.0.0.1:7800")]
+        listen: SocketAddr,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Console users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeyRole {
+    Agent,
+    Reviewer,
+    Admin,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UserRole {
+    Reviewer,
+    Admin,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints its token, alone, on the last line (it is not shown again).
+    Create {
+        /// For agent keys, the agent's name as policies and reviewers see it.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: KeyRole,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a console user.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum)]
+        role: UserRole,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// Read the password from standard input (it never goes on the command line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file: a summary and exit 0, or FILE:LINE:COL: message lines and exit 1.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain: `ok N events`, or exit 1 naming the first bad seq.
+    Verify {
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+}
+
+/// Parse the command line, run it, and turn any error into one line on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loopgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loopgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    loopgate_store::open(url)
+        .await
+        .with_context(|| format!("cannot open the database {url}"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let database = cli.database.clone();
+    let db = || database.clone().unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+    match cli.command {
+        Command::Serve { listen, policy } => {
+            init_logging();
+            let store = open(&db()).await?;
+            if let Some(file) = policy {
+                let text = read_policy(&file)?;
+                if let Err(errors) = Policy::parse(&text) {
+                    for e in errors {
+                        eprintln!("{}:{e}", file.display());
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+                let saved = store.put_policy("default", &text, "system:serve").await?;
+                tracing::info!(file = %file.display(), version = saved.version, "policy in force");
+            }
+            serve(store, listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { listen } => {
+            init_logging();
+            let url = database.unwrap_or_else(|| DEMO_DATABASE.to_owned());
+            crate::demo::run(&url, listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys {
+            command: KeysCommand::Create { name, role, workspace },
+        } => {
+            let name = Name::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            let workspace = Name::parse(&workspace).map_err(|e| anyhow::anyhow!("--workspace: {e}"))?;
+            let role = match role {
+                KeyRole::Agent => Role::Agent,
+                KeyRole::Reviewer => Role::Reviewer,
+                KeyRole::Admin => Role::Admin,
+            };
+            let store = open(&db()).await?;
+            let created = store.create_key(workspace.as_str(), name.as_str(), role).await?;
+            println!(
+                "created {} key {:?} in workspace {:?}; the token is shown once:",
+                role.as_str(),
+                created.key.name,
+                created.key.workspace
+            );
+            println!("{}", created.token);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Users {
+            command: UsersCommand::Create { username, role, workspace, password_stdin },
+        } => {
+            let username = Name::parse(&username).map_err(|e| anyhow::anyhow!("--username: {e}"))?;
+            let workspace = Name::parse(&workspace).map_err(|e| anyhow::anyhow!("--workspace: {e}"))?;
+            if !password_stdin {
+                bail!("give the password on standard input with --password-stdin");
+            }
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("cannot read the password from standard input")?;
+            let password = input.lines().next().unwrap_or("").to_owned();
+            if password.chars().count() < 8 {
+                bail!("the password must be at least 8 characters");
+            }
+            let role = match role {
+                UserRole::Reviewer => Role::Reviewer,
+                UserRole::Admin => Role::Admin,
+            };
+            let hash = tokio::task::spawn_blocking(move || loopgate_store::secrets::hash_password(&password))
+                .await?
+                .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+            let store = open(&db()).await?;
+            let user = store
+                .create_user(workspace.as_str(), username.as_str(), role, &hash)
+                .await?;
+            println!(
+                "created {} user {:?} in workspace {:?}",
+                role.as_str(),
+                user.username,
+                user.workspace
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => policy_check(&file),
+        Command::Audit {
+            command: AuditCommand::Verify { workspace },
+        } => {
+            let store = open(&db()).await?;
+            let workspaces = match workspace {
+                Some(w) => vec![w],
+                None => store.workspaces().await?,
+            };
+            let mut total = 0;
+            for ws in workspaces {
+                match store.verify_audit(&ws).await? {
+                    Ok(n) => total += n,
+                    Err(b) => {
+                        println!("bad seq {} in workspace {ws}: {}", b.seq, b.problem);
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            println!("ok {total} events");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_policy(file: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))
+}
+
+fn policy_check(file: &Path) -> anyhow::Result<ExitCode> {
+    let text = read_policy(file)?;
+    match Policy::parse(&text) {
+        Err(errors) => {
+            for e in errors {
+                println!("{}:{e}", file.display());
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(policy) => {
+            println!("{}: ok, {} rules", file.display(), policy.rules().len());
+            for (i, r) in policy.rules().iter().enumerate() {
+                let mut line = format!("  {}. {:?} -> {}", i + 1, r.name, r.then.as_str());
+                if r.queue != "default" {
+                    line.push_str(&format!(", queue {}", r.queue));
+                }
+                if r.approvals > 1 {
+                    line.push_str(&format!(", {} approvals", r.approvals));
+                }
+                if let Some(t) = r.timeout {
+                    line.push_str(&format!(
+                        ", timeout {} then {}",
+                        humantime_like(t),
+                        r.on_timeout.as_str()
+                    ));
+                }
+                if r.sample > 0.0 {
+                    line.push_str(&format!(", {}% sampled", r.sample * 100.0));
+                }
+                println!("{line}");
+            }
+            println!("  anything else -> review (no rule matched)");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn humantime_like(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 && s > 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 && s > 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// Serve on `listen` until Ctrl-C or SIGTERM.
+pub async fn serve(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!("loopgate listening on http://{addr}");
+    loopgate_server::run(listener, store, loopgate_server::Config::default(), shutdown_signal())
+        .await
+        .context("the server failed")
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
