@@ -121,8 +121,14 @@ mod tests {
             pause(None, PauseMode::Review),
             pause(Some("bot-a"), PauseMode::Block),
         ];
-        assert_eq!(governing_pause(&ps, "bot-a").map(|p| p.mode), Some(PauseMode::Block));
-        assert_eq!(governing_pause(&ps, "bot-b").map(|p| p.mode), Some(PauseMode::Review));
+        assert_eq!(
+            governing_pause(&ps, "bot-a").map(|p| p.mode),
+            Some(PauseMode::Block)
+        );
+        assert_eq!(
+            governing_pause(&ps, "bot-b").map(|p| p.mode),
+            Some(PauseMode::Review)
+        );
         let only_a = vec![pause(Some("bot-a"), PauseMode::Review)];
         assert!(governing_pause(&only_a, "bot-b").is_none());
     }

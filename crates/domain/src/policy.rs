@@ -445,14 +445,18 @@ fn build_context(input: &PolicyInput<'_>) -> Result<cel::Context<'static, 'stati
     let variables = [
         ("action", action),
         ("message", message),
-        ("confidence", cel::Value::Float(input.confidence.unwrap_or(-1.0))),
+        (
+            "confidence",
+            cel::Value::Float(input.confidence.unwrap_or(-1.0)),
+        ),
         ("context", json_to_cel(input.context)),
         ("agent", cel::Value::from(input.agent)),
         ("conversation", conversation),
     ];
     for (name, value) in variables {
-        let value: Box<dyn cel::common::value::Val> =
-            value.try_into().map_err(|e: cel::ExecutionError| e.to_string())?;
+        let value: Box<dyn cel::common::value::Val> = value
+            .try_into()
+            .map_err(|e: cel::ExecutionError| e.to_string())?;
         ctx.add_variable_as_val(name, value);
     }
     Ok(ctx)
@@ -589,7 +593,10 @@ fn parse_policy(text: &str) -> Result<Policy, Vec<PolicyError>> {
         Err(e) => {
             errors.at(
                 toml_error_offset(&e),
-                format!("`rule` must be an array of tables ([[rule]]): {}", e.message()),
+                format!(
+                    "`rule` must be an array of tables ([[rule]]): {}",
+                    e.message()
+                ),
             );
             return Err(errors.into_sorted());
         }
@@ -688,11 +695,7 @@ fn string_value<'v>(
     }
 }
 
-fn integer_value(
-    value: &Spanned<toml::Value>,
-    key: &str,
-    errors: &mut Errors<'_>,
-) -> Option<i64> {
+fn integer_value(value: &Spanned<toml::Value>, key: &str, errors: &mut Errors<'_>) -> Option<i64> {
     match value.get_ref() {
         toml::Value::Integer(i) => Some(*i),
         other => {
@@ -811,24 +814,22 @@ fn check_rule(
 
     let approvals = match &raw.approvals {
         None => Some(1),
-        Some(v) => integer_value(v, "approvals", errors).and_then(|n| {
-            match u32::try_from(n) {
-                Ok(n) if (1..=MAX_APPROVALS).contains(&n) => Some(n),
-                _ => {
-                    errors.at(
-                        v.span().start,
-                        format!("`approvals` must be between 1 and {MAX_APPROVALS}, not {n}"),
-                    );
-                    None
-                }
+        Some(v) => integer_value(v, "approvals", errors).and_then(|n| match u32::try_from(n) {
+            Ok(n) if (1..=MAX_APPROVALS).contains(&n) => Some(n),
+            _ => {
+                errors.at(
+                    v.span().start,
+                    format!("`approvals` must be between 1 and {MAX_APPROVALS}, not {n}"),
+                );
+                None
             }
         }),
     };
 
     let timeout = match &raw.timeout {
         None => Some(None),
-        Some(v) => string_value(v, "timeout", errors).and_then(|s| {
-            match humantime::parse_duration(s) {
+        Some(v) => {
+            string_value(v, "timeout", errors).and_then(|s| match humantime::parse_duration(s) {
                 Ok(d) if d.is_zero() => {
                     errors.at(v.span().start, "`timeout` must be longer than zero");
                     None
@@ -841,12 +842,14 @@ fn check_rule(
                 Err(e) => {
                     errors.at(
                         v.span().start,
-                        format!("invalid timeout \"{s}\" ({e}); write e.g. \"30m\", \"2h\", \"1d\""),
+                        format!(
+                            "invalid timeout \"{s}\" ({e}); write e.g. \"30m\", \"2h\", \"1d\""
+                        ),
                     );
                     None
                 }
-            }
-        }),
+            })
+        }
     };
 
     let on_timeout = match &raw.on_timeout {
@@ -1007,7 +1010,10 @@ impl Compiler<'_> {
         let locate = Locator::new(self.text, start, end, source);
 
         if source.trim().is_empty() {
-            errors.at(start, "`when` must not be empty; write \"true\" to match everything");
+            errors.at(
+                start,
+                "`when` must not be empty; write \"true\" to match everything",
+            );
             return None;
         }
         if source.chars().count() > MAX_WHEN_CHARS {
@@ -1028,7 +1034,17 @@ impl Compiler<'_> {
         let program = match self.env.compile(source) {
             Ok(program) => program,
             Err(parse_errors) => {
-                for e in &parse_errors.errors {
+                // Past the parser's recursion limit, the errors after the first are echoes of
+                // it ("No `ConditionalAndContextAll`!"); report the first alone.
+                let too_deep = parse_errors
+                    .errors
+                    .iter()
+                    .find(|e| is_recursion_limit(&e.msg));
+                let reported = match too_deep {
+                    Some(e) => std::slice::from_ref(e),
+                    None => &parse_errors.errors[..],
+                };
+                for e in reported {
                     let offset = match (usize::try_from(e.pos.0), usize::try_from(e.pos.1)) {
                         (Ok(line), Ok(column)) if line >= 1 && column >= 1 => {
                             locate.line_column(line, column)
@@ -1063,9 +1079,13 @@ impl Compiler<'_> {
     }
 }
 
+fn is_recursion_limit(msg: &str) -> bool {
+    msg.contains("Recursion limit")
+}
+
 /// The parser's messages, made readable where it wraps them in debug output.
 fn cel_message(msg: &str) -> String {
-    if msg.contains("Recursion limit") {
+    if is_recursion_limit(msg) {
         "expression is nested too deeply".to_string()
     } else {
         msg.to_string()
@@ -1234,3 +1254,840 @@ fn push_entries<'e>(
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const EXAMPLE: &str = r#"[[rule]]
+name = "large refunds need two approvers"
+applies_to = "action"
+when = 'action.name == "issue_refund" && action.arguments.amount > 500'
+then = "review"
+queue = "finance"
+approvals = 2
+timeout = "2h"
+on_timeout = "reject"
+
+[[rule]]
+name = "unsure answers escalate"
+applies_to = "message"
+when = "confidence >= 0.0 && confidence < 0.6"
+then = "escalate"
+
+[[rule]]
+name = "everything else runs, 5% sampled"
+when = "true"
+then = "approve"
+sample = 0.05
+"#;
+
+    /// Owns the JSON an input borrows.
+    struct Subject {
+        kind: SubjectKind,
+        name: String,
+        arguments: serde_json::Value,
+        text: String,
+        confidence: Option<f64>,
+        context: serde_json::Value,
+    }
+
+    impl Subject {
+        fn input(&self) -> PolicyInput<'_> {
+            PolicyInput {
+                kind: self.kind,
+                action_name: &self.name,
+                arguments: &self.arguments,
+                message_text: &self.text,
+                confidence: self.confidence,
+                context: &self.context,
+                agent: "support-bot",
+                conversation_state: "",
+                conversation_turns: 0,
+            }
+        }
+    }
+
+    fn action(name: &str, arguments: serde_json::Value) -> Subject {
+        Subject {
+            kind: SubjectKind::Action,
+            name: name.into(),
+            arguments,
+            text: String::new(),
+            confidence: None,
+            context: json!({}),
+        }
+    }
+
+    fn message(text: &str, confidence: Option<f64>) -> Subject {
+        Subject {
+            kind: SubjectKind::Message,
+            name: String::new(),
+            arguments: json!({}),
+            text: text.into(),
+            confidence,
+            context: json!({}),
+        }
+    }
+
+    fn policy(text: &str) -> Policy {
+        match Policy::parse(text) {
+            Ok(p) => p,
+            Err(errors) => panic!("policy should parse: {errors:?}"),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<PolicyError> {
+        match Policy::parse(text) {
+            Ok(_) => panic!("policy should not parse:\n{text}"),
+            Err(errors) => errors,
+        }
+    }
+
+    /// The single error of `text`, as (line, column, message).
+    fn one_error(text: &str) -> (usize, usize, String) {
+        let found = errors(text);
+        assert_eq!(found.len(), 1, "expected one error, got {found:?}");
+        let e = &found[0];
+        (e.line, e.column, e.message.clone())
+    }
+
+    fn rule(body: &str) -> String {
+        format!("[[rule]]\nname = \"r\"\n{body}")
+    }
+
+    #[test]
+    fn policy_is_send_sync_and_cheap_to_clone() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<Policy>();
+        shareable::<Rule>();
+    }
+
+    #[test]
+    fn example_policy_parses() {
+        let p = policy(EXAMPLE);
+        let rules = p.rules();
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[0].name, "large refunds need two approvers");
+        assert_eq!(rules[0].applies_to, AppliesTo::Action);
+        assert_eq!(rules[0].then, Outcome::Review);
+        assert_eq!(rules[0].queue, "finance");
+        assert_eq!(rules[0].approvals, 2);
+        assert_eq!(rules[0].timeout, Some(Duration::from_secs(7200)));
+        assert_eq!(rules[0].on_timeout, OnTimeout::Reject);
+        assert_eq!(rules[1].applies_to, AppliesTo::Message);
+        assert_eq!(rules[1].then, Outcome::Escalate);
+        assert_eq!(rules[2].applies_to, AppliesTo::Both);
+        assert_eq!(rules[2].then, Outcome::Approve);
+        assert_eq!(rules[2].queue, "default");
+        assert_eq!(rules[2].priority, 0);
+        assert_eq!(rules[2].approvals, 1);
+        assert_eq!(rules[2].timeout, None);
+        assert_eq!(rules[2].sample, 0.05);
+    }
+
+    #[test]
+    fn large_refund_goes_to_finance_with_two_approvers() {
+        let p = policy(EXAMPLE);
+        for amount in [json!(650), json!(650.5), json!(1e9), json!(u64::MAX)] {
+            let r = p.evaluate(&action("issue_refund", json!({ "amount": amount })).input());
+            assert_eq!(r.outcome, Outcome::Review, "amount {amount}");
+            assert_eq!(r.rule.as_deref(), Some("large refunds need two approvers"));
+            assert_eq!(r.queue, "finance");
+            assert_eq!(r.approvals, 2);
+            assert_eq!(r.timeout, Some(Duration::from_secs(2 * 3600)));
+            assert_eq!(r.on_timeout, OnTimeout::Reject);
+            assert_eq!(r.sample, 0.0);
+            assert!(
+                r.reason.starts_with(
+                    "rule \"large refunds need two approvers\" matched: action.name == \"issue_refund\""
+                ),
+                "{}",
+                r.reason
+            );
+        }
+    }
+
+    #[test]
+    fn small_refund_is_approved_and_sampled() {
+        let p = policy(EXAMPLE);
+        for amount in [json!(20), json!(500), json!(499.99)] {
+            let r = p.evaluate(&action("issue_refund", json!({ "amount": amount })).input());
+            assert_eq!(r.outcome, Outcome::Approve, "amount {amount}");
+            assert_eq!(r.rule.as_deref(), Some("everything else runs, 5% sampled"));
+            assert_eq!(r.sample, 0.05);
+            assert_eq!(r.queue, "default");
+            assert_eq!(r.approvals, 1);
+        }
+    }
+
+    #[test]
+    fn low_confidence_message_escalates() {
+        let p = policy(EXAMPLE);
+        let r = p.evaluate(&message("I think so?", Some(0.4)).input());
+        assert_eq!(r.outcome, Outcome::Escalate);
+        assert_eq!(r.rule.as_deref(), Some("unsure answers escalate"));
+        let r = p.evaluate(&message("Sure.", Some(0.9)).input());
+        assert_eq!(r.outcome, Outcome::Approve);
+    }
+
+    #[test]
+    fn absent_confidence_is_minus_one_so_the_escalate_rule_does_not_fire() {
+        let p = policy(EXAMPLE);
+        let r = p.evaluate(&message("Hello", None).input());
+        assert_eq!(r.outcome, Outcome::Approve);
+        assert_eq!(r.rule.as_deref(), Some("everything else runs, 5% sampled"));
+        let p = policy(&rule("when = \"confidence == -1.0\"\nthen = \"review\""));
+        let r = p.evaluate(&message("Hello", None).input());
+        assert_eq!(r.rule.as_deref(), Some("r"));
+    }
+
+    #[test]
+    fn message_rules_do_not_see_actions() {
+        let p = policy(EXAMPLE);
+        let mut low = action("send_email", json!({}));
+        low.confidence = Some(0.1);
+        let r = p.evaluate(&low.input());
+        assert_eq!(r.outcome, Outcome::Approve);
+        assert_eq!(r.rule.as_deref(), Some("everything else runs, 5% sampled"));
+    }
+
+    #[test]
+    fn first_match_wins() {
+        let p = policy(
+            r#"
+[[rule]]
+name = "first"
+when = "true"
+then = "review"
+queue = "one"
+
+[[rule]]
+name = "second"
+when = "true"
+then = "approve"
+"#,
+        );
+        let r = p.evaluate(&action("x", json!({})).input());
+        assert_eq!(r.rule.as_deref(), Some("first"));
+        assert_eq!(r.queue, "one");
+        assert_eq!(r.outcome, Outcome::Review);
+    }
+
+    #[test]
+    fn no_match_goes_to_review() {
+        let p = policy(&rule(
+            "when = \"action.name == 'nope'\"\nthen = \"approve\"",
+        ));
+        let expected = Routing {
+            outcome: Outcome::Review,
+            rule: None,
+            reason: "no rule matched; sent to review (fail safe)".into(),
+            queue: "default".into(),
+            priority: 0,
+            approvals: 1,
+            timeout: None,
+            on_timeout: OnTimeout::Reject,
+            sample: 0.0,
+        };
+        assert_eq!(p.evaluate(&action("x", json!({})).input()), expected);
+        assert_eq!(
+            Policy::empty().evaluate(&message("hi", None).input()),
+            expected
+        );
+    }
+
+    #[test]
+    fn empty_files_are_empty_policies() {
+        for text in ["", "\n\n", "# nothing yet\n"] {
+            let p = policy(text);
+            assert!(p.rules().is_empty());
+            assert_eq!(
+                p.evaluate(&action("x", json!({})).input()).outcome,
+                Outcome::Review
+            );
+        }
+    }
+
+    #[test]
+    fn runtime_error_goes_to_review_naming_the_rule() {
+        let p = policy(
+            r#"
+[[rule]]
+name = "needs amount"
+priority = 5
+queue = "finance"
+approvals = 2
+timeout = "1h"
+sample = 0.5
+when = "action.arguments.amount > 100"
+then = "approve"
+
+[[rule]]
+name = "never reached"
+when = "true"
+then = "approve"
+"#,
+        );
+        let r = p.evaluate(&action("x", json!({ "other": 1 })).input());
+        assert_eq!(r.outcome, Outcome::Review);
+        assert_eq!(r.rule.as_deref(), Some("needs amount"));
+        assert_eq!(
+            r.reason,
+            "rule \"needs amount\" could not be evaluated (No such key: amount); \
+             sent to review (fail safe)"
+        );
+        assert_eq!(r.queue, "default");
+        assert_eq!(r.priority, 0);
+        assert_eq!(r.approvals, 1);
+        assert_eq!(r.timeout, None);
+        assert_eq!(r.sample, 0.0);
+
+        // A type error is a runtime error too.
+        let r = p.evaluate(&action("x", json!({ "amount": "lots" })).input());
+        assert_eq!(r.rule.as_deref(), Some("needs amount"));
+        assert_eq!(r.outcome, Outcome::Review);
+    }
+
+    #[test]
+    fn non_bool_result_goes_to_review() {
+        let p = policy(&rule("when = \"action.name\"\nthen = \"approve\""));
+        let r = p.evaluate(&action("x", json!({})).input());
+        assert_eq!(r.outcome, Outcome::Review);
+        assert_eq!(r.rule.as_deref(), Some("r"));
+        assert_eq!(
+            r.reason,
+            "rule \"r\" could not be evaluated (returned string, not a bool); \
+             sent to review (fail safe)"
+        );
+    }
+
+    #[test]
+    fn applies_to_filters_rules() {
+        let p = policy(
+            r#"
+[[rule]]
+name = "actions blocked"
+applies_to = "action"
+when = "true"
+then = "block"
+
+[[rule]]
+name = "messages held"
+applies_to = "message"
+when = "true"
+then = "review"
+"#,
+        );
+        let r = p.evaluate(&action("x", json!({})).input());
+        assert_eq!(
+            (r.outcome, r.rule.as_deref()),
+            (Outcome::Block, Some("actions blocked"))
+        );
+        let r = p.evaluate(&message("hi", Some(0.9)).input());
+        assert_eq!(
+            (r.outcome, r.rule.as_deref()),
+            (Outcome::Review, Some("messages held"))
+        );
+    }
+
+    #[test]
+    fn every_variable_is_defined_for_every_subject() {
+        let p = policy(
+            r#"
+[[rule]]
+name = "touches everything"
+when = '''
+message.text.contains("refund") || action.name == "x" && size(action.arguments) == 0
+  || agent == "nobody" || conversation.state == "waiting" || conversation.turns > 10
+  || context.size() < 0
+'''
+then = "review"
+
+[[rule]]
+name = "fallthrough"
+when = "true"
+then = "deliver"
+"#,
+        );
+        let r = p.evaluate(&action("y", json!({})).input());
+        assert_eq!(r.rule.as_deref(), Some("fallthrough"));
+        let r = p.evaluate(&message("hello", None).input());
+        assert_eq!(r.rule.as_deref(), Some("fallthrough"));
+        let r = p.evaluate(&message("about my refund", None).input());
+        assert_eq!(r.rule.as_deref(), Some("touches everything"));
+    }
+
+    #[test]
+    fn variables_carry_the_input() {
+        let p = policy(
+            r#"
+[[rule]]
+name = "all of it"
+when = '''
+action.name == "pay" && action.arguments.to.iban.startsWith("DE")
+  && action.arguments.lines[1] == 2.5 && action.arguments.flag
+  && action.arguments.none == null && confidence == 0.75
+  && context.tier == "gold" && context.limit == 1000.0
+  && agent == "support-bot"
+  && conversation.state == "open" && conversation.turns == 3
+'''
+then = "review"
+"#,
+        );
+        let arguments =
+            json!({ "to": { "iban": "DE89" }, "lines": [1, 2.5], "flag": true, "none": null });
+        let context = json!({ "tier": "gold", "limit": 1000 });
+        let input = PolicyInput {
+            kind: SubjectKind::Action,
+            action_name: "pay",
+            arguments: &arguments,
+            message_text: "",
+            confidence: Some(0.75),
+            context: &context,
+            agent: "support-bot",
+            conversation_state: "open",
+            conversation_turns: 3,
+        };
+        assert_eq!(p.evaluate(&input).rule.as_deref(), Some("all of it"));
+        assert_eq!(p.evaluate(&input).outcome, Outcome::Review);
+    }
+
+    #[test]
+    fn strings_extension_is_available() {
+        let p = policy(
+            "[[rule]]\nname = \"shouting\"\napplies_to = \"message\"\n\
+             when = \"message.text.lowerAscii().contains('refund')\"\nthen = \"review\"\n",
+        );
+        let r = p.evaluate(&message("I WANT A REFUND", None).input());
+        assert_eq!(r.rule.as_deref(), Some("shouting"));
+    }
+
+    #[test]
+    fn then_values_per_scope() {
+        let ok = |applies: &str, then: &str, expected: Outcome| {
+            let applies = if applies.is_empty() {
+                String::new()
+            } else {
+                format!("applies_to = \"{applies}\"\n")
+            };
+            let p = policy(&rule(&format!(
+                "{applies}when = \"true\"\nthen = \"{then}\"\n"
+            )));
+            assert_eq!(p.rules()[0].then, expected, "{applies} {then}");
+        };
+        ok("action", "approve", Outcome::Approve);
+        ok("action", "review", Outcome::Review);
+        ok("action", "block", Outcome::Block);
+        ok("message", "deliver", Outcome::Approve);
+        ok("message", "review", Outcome::Review);
+        ok("message", "escalate", Outcome::Escalate);
+        ok("", "approve", Outcome::Approve);
+        ok("", "deliver", Outcome::Approve);
+        ok("", "review", Outcome::Review);
+    }
+
+    #[test]
+    fn error_toml_syntax() {
+        let (line, column, message) = one_error("[[rule]]\nname = \"a\nwhen = \"true\"\n");
+        assert_eq!((line, column), (2, 10));
+        assert!(message.starts_with("invalid TOML"), "{message}");
+        let (line, column, _) = one_error("[[rule]]\nname = a\n");
+        assert_eq!((line, column), (2, 8));
+    }
+
+    #[test]
+    fn error_unknown_key() {
+        let text = rule("when = \"true\"\nthen = \"review\"\n  fooo = 1\n");
+        let (line, column, message) = one_error(&text);
+        assert_eq!((line, column), (5, 3));
+        assert!(message.contains("unknown key `fooo`"), "{message}");
+        let (line, column, message) =
+            one_error("version = 2\n[[rule]]\nname = \"r\"\nwhen = \"true\"\nthen = \"review\"\n");
+        assert_eq!((line, column), (1, 1));
+        assert!(
+            message.contains("unknown top-level key `version`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn error_bad_then() {
+        let (line, column, message) = one_error(&rule("when = \"true\"\nthen = \"maybe\"\n"));
+        assert_eq!((line, column), (4, 8));
+        assert_eq!(
+            message,
+            "invalid then \"maybe\" for a rule for both actions and messages; \
+             expected one of: approve, deliver, review"
+        );
+        let (_, _, message) = one_error(&rule(
+            "applies_to = \"action\"\nwhen = \"true\"\nthen = \"maybe\"\n",
+        ));
+        assert!(
+            message.ends_with("expected one of: approve, review, block"),
+            "{message}"
+        );
+        let (_, _, message) = one_error(&rule(
+            "applies_to = \"message\"\nwhen = \"true\"\nthen = \"block\"\n",
+        ));
+        assert!(message.contains("is for actions"), "{message}");
+        let (line, column, message) = one_error(&rule("when = \"true\"\nthen = 3\n"));
+        assert_eq!((line, column), (4, 8));
+        assert!(message.contains("must be a string"), "{message}");
+    }
+
+    #[test]
+    fn error_block_or_escalate_on_a_rule_for_both() {
+        let (line, column, message) = one_error(&rule("when = \"true\"\nthen = \"block\"\n"));
+        assert_eq!((line, column), (4, 8));
+        assert!(message.contains("applies_to = \"action\""), "{message}");
+        let (line, column, message) =
+            one_error(&rule("when = \"true\"\nthen   =   \"escalate\"\n"));
+        assert_eq!((line, column), (4, 12));
+        assert!(message.contains("applies_to = \"message\""), "{message}");
+    }
+
+    #[test]
+    fn error_sample_out_of_range() {
+        let (line, column, message) =
+            one_error(&rule("when = \"true\"\nthen = \"approve\"\nsample = 1.5\n"));
+        assert_eq!((line, column), (5, 10));
+        assert_eq!(message, "`sample` must be between 0 and 1, not 1.5");
+        one_error(&rule(
+            "when = \"true\"\nthen = \"approve\"\nsample = -0.1\n",
+        ));
+        one_error(&rule("when = \"true\"\nthen = \"approve\"\nsample = nan\n"));
+        one_error(&rule(
+            "when = \"true\"\nthen = \"approve\"\nsample = \"5%\"\n",
+        ));
+        let p = policy(&rule("when = \"true\"\nthen = \"approve\"\nsample = 1\n"));
+        assert_eq!(p.rules()[0].sample, 1.0);
+    }
+
+    #[test]
+    fn error_other_values() {
+        let cases = [
+            ("queue = \"has space\"", "invalid queue"),
+            ("queue = \"\"", "invalid queue"),
+            ("approvals = 0", "`approvals` must be between 1 and 10"),
+            ("approvals = 11", "`approvals` must be between 1 and 10"),
+            ("approvals = 1.5", "`approvals` must be an integer"),
+            ("priority = \"high\"", "`priority` must be an integer"),
+            ("timeout = \"soon\"", "invalid timeout"),
+            ("timeout = \"0s\"", "longer than zero"),
+            ("timeout = \"400days\"", "at most 366 days"),
+            ("on_timeout = \"ignore\"", "invalid on_timeout"),
+            ("applies_to = \"users\"", "invalid applies_to"),
+        ];
+        for (line_text, expected) in cases {
+            let text = rule(&format!(
+                "when = \"true\"\nthen = \"review\"\n{line_text}\n"
+            ));
+            let (line, column, message) = one_error(&text);
+            let value_column = line_text.find(" = ").map_or(0, |i| i + 4);
+            assert_eq!((line, column), (5, value_column), "{line_text}");
+            assert!(message.contains(expected), "{line_text}: {message}");
+        }
+        let p = policy(&rule(
+            "when = \"true\"\nthen = \"review\"\nqueue = \"tier-2.eu_west\"\npriority = -3\n\
+             timeout = \"1h 30m\"\non_timeout = \"escalate\"\n",
+        ));
+        let r = &p.rules()[0];
+        assert_eq!(r.queue, "tier-2.eu_west");
+        assert_eq!(r.priority, -3);
+        assert_eq!(r.timeout, Some(Duration::from_secs(5400)));
+        assert_eq!(r.on_timeout, OnTimeout::Escalate);
+    }
+
+    #[test]
+    fn error_duplicate_name() {
+        let text = "[[rule]]\nname = \"same\"\nwhen = \"true\"\nthen = \"review\"\n\n\
+                    [[rule]]\nname   = \"same\"\nwhen = \"true\"\nthen = \"review\"\n";
+        let (line, column, message) = one_error(text);
+        assert_eq!((line, column), (7, 10));
+        assert!(
+            message.contains("duplicate rule name \"same\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn error_cel_syntax_at_its_column() {
+        // The error is at the third `&`: column 12 of the expression, which starts at column 9.
+        let (line, column, message) =
+            one_error(&rule("when = \"a == 'x' &&& b\"\nthen = \"review\"\n"));
+        assert_eq!((line, column), (3, 20));
+        assert!(message.starts_with("invalid `when`: "), "{message}");
+
+        // At the end of input: the closing quote.
+        let (line, column, _) = one_error(&rule("when = 'action.name == '\nthen = \"review\"\n"));
+        assert_eq!((line, column), (3, 24));
+
+        // Inside a multi-line literal string, on its second line.
+        let text = rule("when = '''\naction.name == \"é\" &&\n   )'''\nthen = \"review\"\n");
+        let (line, column, _) = one_error(&text);
+        assert_eq!((line, column), (5, 4));
+
+        // With escapes the offset inside the value is not the offset in the file: the start of
+        // the string is reported instead.
+        let (line, column, _) = one_error(&rule(
+            "when = \"a == \\\"x\\\" &&& b\"\nthen = \"review\"\n",
+        ));
+        assert_eq!((line, column), (3, 8));
+
+        // Characters before the error are counted as characters, not bytes.
+        let (line, column, _) = one_error(&rule("when = \"'héllo' == )\"\nthen = \"review\"\n"));
+        assert_eq!((line, column), (3, 20));
+    }
+
+    #[test]
+    fn error_missing_required_keys() {
+        let text = "# policy\n\n[[rule]]\nqueue = \"q\"\n";
+        let found = errors(text);
+        let got: Vec<_> = found
+            .iter()
+            .map(|e| (e.line, e.column, e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, 1, "rule #1 is missing the required key `name`"),
+                (3, 1, "rule #1 is missing the required key `when`"),
+                (3, 1, "rule #1 is missing the required key `then`"),
+            ]
+        );
+        let (line, column, message) =
+            one_error("[[rule]]\nname = \"  \"\nwhen = \"true\"\nthen = \"review\"\n");
+        assert_eq!((line, column), (2, 8));
+        assert!(message.contains("must not be empty"), "{message}");
+        let (_, _, message) = one_error(&rule("when = \" \"\nthen = \"review\"\n"));
+        assert!(message.contains("must not be empty"), "{message}");
+    }
+
+    #[test]
+    fn collects_every_error_in_file_order() {
+        let text = r#"[[rule]]
+name = "one"
+when = "action.name =="
+then = "review"
+
+[[rule]]
+name = "two"
+when = "true"
+then = "approve"
+sample = 2
+
+[[rule]]
+name = "three"
+when = "(((a)"
+then = "nope"
+"#;
+        let found = errors(text);
+        let positions: Vec<_> = found.iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(
+            positions,
+            vec![(3, 23), (10, 10), (14, 14), (15, 8)],
+            "{found:#?}"
+        );
+        assert_eq!(found[0].to_string(), format!("3:23: {}", found[0].message));
+    }
+
+    #[test]
+    fn error_display_is_line_colon_column() {
+        let e = PolicyError {
+            line: 4,
+            column: 7,
+            message: "bad".into(),
+        };
+        assert_eq!(e.to_string(), "4:7: bad");
+    }
+
+    #[test]
+    fn overlong_when_is_rejected() {
+        let long = format!("{}true", "true && ".repeat(600));
+        let (line, column, message) =
+            one_error(&rule(&format!("when = \"{long}\"\nthen = \"review\"\n")));
+        assert_eq!((line, column), (3, 8));
+        assert!(message.contains("longer than 4096"), "{message}");
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_without_crashing() {
+        for when in [
+            format!("{}true{}", "(".repeat(100_000), ")".repeat(100_000)),
+            format!("{}true{}", "[".repeat(65), "]".repeat(65)),
+            format!("{}1{}", "{1: ".repeat(65), "}".repeat(65)),
+            format!("{}true{}", "size(".repeat(200), ")".repeat(200)),
+        ] {
+            let text = rule(&format!("when = \"{when}\"\nthen = \"review\"\n"));
+            let (line, _, message) = one_error(&text);
+            assert_eq!(line, 3);
+            assert!(
+                message.contains("deeper") || message.contains("longer"),
+                "{message}"
+            );
+        }
+        // The offending bracket is pointed at.
+        let when = format!("{}true{}", "(".repeat(70), ")".repeat(70));
+        let (_, column, _) = one_error(&rule(&format!("when = \"{when}\"\nthen = \"review\"\n")));
+        assert_eq!(column, 9 + MAX_WHEN_NESTING);
+        // Brackets inside string literals are text.
+        let when = format!("action.name == '{}'", "(".repeat(100));
+        policy(&rule(&format!("when = \"{when}\"\nthen = \"review\"\n")));
+        // Deep trees without brackets: long chains and ternaries.
+        for when in [
+            format!("1{} > 0", " + 1".repeat(200)),
+            format!("true{}", " ? true : true".repeat(200)),
+            format!("{}true", "!".repeat(3000)),
+        ] {
+            let text = rule(&format!("when = \"{when}\"\nthen = \"review\"\n"));
+            let (line, _, message) = one_error(&text);
+            assert_eq!(line, 3);
+            assert!(message.contains("deep"), "{message}");
+        }
+        // Deep TOML is the TOML parser's to refuse.
+        let text = format!("x = {}{}\n", "[".repeat(1000), "]".repeat(1000));
+        let (_, _, message) = one_error(&text);
+        assert!(message.starts_with("invalid TOML"), "{message}");
+    }
+
+    /// Whatever passes the depth limits evaluates within a tokio worker's 2 MiB stack.
+    #[test]
+    fn accepted_expressions_evaluate_on_a_small_stack() {
+        let shapes: [fn(usize) -> String; 4] = [
+            |k| format!("{}1{} != []", "[".repeat(k), "]".repeat(k)),
+            |k| format!("1{} > 0", " + 1".repeat(k)),
+            |k| format!("{}'a'{} == 'a'", "string(".repeat(k), ")".repeat(k)),
+            |k| format!("{}true{}", "[1].all(x, ".repeat(k), ")".repeat(k)),
+        ];
+        for shape in shapes {
+            // The deepest accepted instance of this shape.
+            let mut deepest = None;
+            for k in 1..=MAX_EXPRESSION_DEPTH {
+                match Policy::parse(&rule(&format!(
+                    "when = \"{}\"\nthen = \"review\"\n",
+                    shape(k)
+                ))) {
+                    Ok(p) => deepest = Some(p),
+                    Err(_) => break,
+                }
+            }
+            let Some(p) = deepest else {
+                panic!("no instance of {} parses", shape(1))
+            };
+            let routing = std::thread::Builder::new()
+                .stack_size(2 * 1024 * 1024)
+                .spawn(move || p.evaluate(&action("x", json!({})).input()))
+                .and_then(|h| h.join().map_err(|_| std::io::Error::other("panicked")));
+            let routing = match routing {
+                Ok(r) => r,
+                Err(e) => panic!("evaluation failed: {e}"),
+            };
+            assert_eq!(routing.rule.as_deref(), Some("r"), "{}", routing.reason);
+        }
+    }
+
+    #[test]
+    fn parses_on_a_small_stack() {
+        // Callers run on tokio workers; parsing must not depend on their stack.
+        let text = rule(&format!(
+            "when = \"{}true{}\"\nthen = \"review\"\n",
+            "(".repeat(MAX_WHEN_NESTING),
+            ")".repeat(MAX_WHEN_NESTING)
+        ));
+        let parsed = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || Policy::parse(&text).map(|p| p.rules().len()))
+            .map(|h| h.join());
+        assert!(matches!(parsed, Ok(Ok(Ok(1)))), "{parsed:?}");
+    }
+
+    #[test]
+    fn sampled_is_deterministic_with_the_right_rate() {
+        let ids: Vec<uuid::Uuid> = (0..10_000u128).map(uuid::Uuid::from_u128).collect();
+        for id in ids.iter().take(100) {
+            assert_eq!(sampled(id, 0.3), sampled(id, 0.3));
+            assert!(!sampled(id, 0.0));
+            assert!(sampled(id, 1.0));
+            assert!(!sampled(id, f64::NAN));
+        }
+        for (rate, low, high) in [(0.05, 400, 600), (0.5, 4800, 5200), (0.9, 8850, 9150)] {
+            let hits = ids.iter().filter(|id| sampled(id, rate)).count();
+            assert!((low..=high).contains(&hits), "rate {rate}: {hits} of 10000");
+        }
+        // Monotone in the rate: an item sampled at 5% is sampled at 10%.
+        assert!(ids
+            .iter()
+            .filter(|id| sampled(id, 0.05))
+            .all(|id| sampled(id, 0.10)));
+    }
+
+    #[test]
+    fn sampled_uses_the_first_eight_bytes_of_sha256() {
+        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let digest = Sha256::digest(id.as_bytes());
+        let x = u64::from_be_bytes([
+            digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
+        ]);
+        let share = x as f64 / 2f64.powi(64);
+        assert!(sampled(&id, (share + 0.001).min(1.0)) || share > 0.999);
+        assert!(!sampled(&id, share) || share == 0.0);
+    }
+
+    #[test]
+    fn enums_serialize_lowercase() {
+        assert_eq!(
+            serde_json::to_string(&Outcome::Approve).ok().as_deref(),
+            Some("\"approve\"")
+        );
+        assert_eq!(
+            serde_json::to_string(&Outcome::Escalate).ok().as_deref(),
+            Some("\"escalate\"")
+        );
+        assert_eq!(
+            serde_json::to_string(&OnTimeout::Reject).ok().as_deref(),
+            Some("\"reject\"")
+        );
+        assert_eq!(
+            serde_json::from_str::<Outcome>("\"block\"").ok(),
+            Some(Outcome::Block)
+        );
+        assert_eq!(
+            serde_json::from_str::<Outcome>("\"deliver\"").ok(),
+            Some(Outcome::Approve)
+        );
+        assert_eq!(
+            serde_json::from_str::<OnTimeout>("\"escalate\"").ok(),
+            Some(OnTimeout::Escalate)
+        );
+        for o in [
+            Outcome::Approve,
+            Outcome::Review,
+            Outcome::Block,
+            Outcome::Escalate,
+        ] {
+            assert_eq!(serde_json::to_value(o).ok(), Some(json!(o.as_str())));
+        }
+        for o in [OnTimeout::Approve, OnTimeout::Reject, OnTimeout::Escalate] {
+            assert_eq!(serde_json::to_value(o).ok(), Some(json!(o.as_str())));
+        }
+    }
+
+    #[test]
+    fn reasons_quote_long_conditions_on_one_line() {
+        let when = format!(
+            "true ||\n  {}",
+            "action.name == 'x' || ".repeat(20) + "false"
+        );
+        let p = policy(&rule(&format!("when = '''{when}'''\nthen = \"review\"\n")));
+        let r = p.evaluate(&action("y", json!({})).input());
+        assert!(
+            r.reason
+                .starts_with("rule \"r\" matched: true || action.name"),
+            "{}",
+            r.reason
+        );
+        assert!(r.reason.ends_with('…'));
+        assert!(!r.reason.contains('\n'));
+    }
+}

@@ -242,9 +242,12 @@ pub fn decide(
     }
 
     if facts.kind.is_grading() {
-        let grade = input
-            .grade
-            .ok_or_else(|| invalid("grade", "a qa or flag review needs a grade: correct or incorrect"))?;
+        let grade = input.grade.ok_or_else(|| {
+            invalid(
+                "grade",
+                "a qa or flag review needs a grade: correct or incorrect",
+            )
+        })?;
         let verdict = match (input.verdict, grade) {
             (Some(v), _) => v,
             (None, Grade::Correct) => Verdict::Approve,
@@ -290,7 +293,10 @@ pub fn decide(
                 ));
             }
             if input.text.is_some() {
-                return Err(invalid("text", "only an edit carries text; use verdict \"edit\""));
+                return Err(invalid(
+                    "text",
+                    "only an edit carries text; use verdict \"edit\"",
+                ));
             }
         }
     }
@@ -351,7 +357,13 @@ pub fn decide(
             },
         ))
     } else {
-        Ok((decision, Effect::NeedsMoreApprovals { approvals, required }))
+        Ok((
+            decision,
+            Effect::NeedsMoreApprovals {
+                approvals,
+                required,
+            },
+        ))
     }
 }
 
@@ -399,7 +411,13 @@ mod tests {
     fn four_eyes_needs_two_distinct_reviewers() {
         let f = facts(ReviewKind::Approval, 2);
         let (_, e1) = decide(&f, &[], "ann", approve()).unwrap();
-        assert_eq!(e1, Effect::NeedsMoreApprovals { approvals: 1, required: 2 });
+        assert_eq!(
+            e1,
+            Effect::NeedsMoreApprovals {
+                approvals: 1,
+                required: 2
+            }
+        );
         let history = vec![prior("ann", Verdict::Approve, None)];
         assert_eq!(
             decide(&f, &history, "ann", approve()).unwrap_err(),
@@ -418,7 +436,10 @@ mod tests {
             comment: Some("no".into()),
             ..Default::default()
         };
-        assert_eq!(decide(&f, &history, "bob", input).unwrap().1, Effect::Rejected);
+        assert_eq!(
+            decide(&f, &history, "bob", input).unwrap().1,
+            Effect::Rejected
+        );
     }
 
     #[test]
@@ -431,7 +452,13 @@ mod tests {
             ..Default::default()
         };
         let (_, e) = decide(&f, &history, "bob", edit).unwrap();
-        assert_eq!(e, Effect::NeedsMoreApprovals { approvals: 1, required: 2 });
+        assert_eq!(
+            e,
+            Effect::NeedsMoreApprovals {
+                approvals: 1,
+                required: 2
+            }
+        );
         let history = vec![
             prior("ann", Verdict::Approve, None),
             prior("bob", Verdict::Edit, Some(json!({"amount": 100}))),
@@ -486,11 +513,17 @@ mod tests {
         };
         assert!(matches!(
             decide(&f, &[], "bob", bad_edit).unwrap_err(),
-            DecisionError::Invalid { field: "arguments", .. }
+            DecisionError::Invalid {
+                field: "arguments",
+                ..
+            }
         ));
         assert!(matches!(
             decide(&f, &[], "bob", DecisionInput::default()).unwrap_err(),
-            DecisionError::Invalid { field: "verdict", .. }
+            DecisionError::Invalid {
+                field: "verdict",
+                ..
+            }
         ));
     }
 
