@@ -14,7 +14,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "loopgate", version, about = "Human-in-the-loop server for AI agents")]
+#[command(
+    name = "loopgate",
+    version,
+    about = "Human-in-the-loop server for AI agents"
+)]
 struct Cli {
     /// Database URL: sqlite://PATH (embedded, the default) or postgres://...
     #[arg(long, global = true, env = "LOOPGATE_DATABASE_URL")]
@@ -154,7 +158,11 @@ async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let database = cli.database.clone();
-    let db = || database.clone().unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+    let db = || {
+        database
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_owned())
+    };
     match cli.command {
         Command::Serve { listen, policy } => {
             init_logging();
@@ -180,17 +188,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys {
-            command: KeysCommand::Create { name, role, workspace },
+            command:
+                KeysCommand::Create {
+                    name,
+                    role,
+                    workspace,
+                },
         } => {
             let name = Name::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-            let workspace = Name::parse(&workspace).map_err(|e| anyhow::anyhow!("--workspace: {e}"))?;
+            let workspace =
+                Name::parse(&workspace).map_err(|e| anyhow::anyhow!("--workspace: {e}"))?;
             let role = match role {
                 KeyRole::Agent => Role::Agent,
                 KeyRole::Reviewer => Role::Reviewer,
                 KeyRole::Admin => Role::Admin,
             };
             let store = open(&db()).await?;
-            let created = store.create_key(workspace.as_str(), name.as_str(), role).await?;
+            let created = store
+                .create_key(workspace.as_str(), name.as_str(), role)
+                .await?;
             println!(
                 "created {} key {:?} in workspace {:?}; the token is shown once:",
                 role.as_str(),
@@ -201,10 +217,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Users {
-            command: UsersCommand::Create { username, role, workspace, password_stdin },
+            command:
+                UsersCommand::Create {
+                    username,
+                    role,
+                    workspace,
+                    password_stdin,
+                },
         } => {
-            let username = Name::parse(&username).map_err(|e| anyhow::anyhow!("--username: {e}"))?;
-            let workspace = Name::parse(&workspace).map_err(|e| anyhow::anyhow!("--workspace: {e}"))?;
+            let username =
+                Name::parse(&username).map_err(|e| anyhow::anyhow!("--username: {e}"))?;
+            let workspace =
+                Name::parse(&workspace).map_err(|e| anyhow::anyhow!("--workspace: {e}"))?;
             if !password_stdin {
                 bail!("give the password on standard input with --password-stdin");
             }
@@ -220,9 +244,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 UserRole::Reviewer => Role::Reviewer,
                 UserRole::Admin => Role::Admin,
             };
-            let hash = tokio::task::spawn_blocking(move || loopgate_store::secrets::hash_password(&password))
-                .await?
-                .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+            let hash = tokio::task::spawn_blocking(move || {
+                loopgate_store::secrets::hash_password(&password)
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
             let store = open(&db()).await?;
             let user = store
                 .create_user(workspace.as_str(), username.as_str(), role, &hash)
@@ -288,7 +314,7 @@ fn policy_check(file: &Path) -> anyhow::Result<ExitCode> {
                 if let Some(t) = r.timeout {
                     line.push_str(&format!(
                         ", timeout {} then {}",
-                        humantime_like(t),
+                        humantime::format_duration(t),
                         r.on_timeout.as_str()
                     ));
                 }
@@ -303,17 +329,6 @@ fn policy_check(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn humantime_like(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    if s % 3600 == 0 && s > 0 {
-        format!("{}h", s / 3600)
-    } else if s % 60 == 0 && s > 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{}s", d.as_secs_f64())
-    }
-}
-
 /// Serve on `listen` until Ctrl-C or SIGTERM.
 pub async fn serve(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -321,9 +336,14 @@ pub async fn serve(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Result<
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!("loopgate listening on http://{addr}");
-    loopgate_server::run(listener, store, loopgate_server::Config::default(), shutdown_signal())
-        .await
-        .context("the server failed")
+    loopgate_server::run(
+        listener,
+        store,
+        loopgate_server::Config::default(),
+        shutdown_signal(),
+    )
+    .await
+    .context("the server failed")
 }
 
 pub async fn shutdown_signal() {

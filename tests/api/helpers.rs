@@ -88,10 +88,26 @@ impl TestApp {
     pub async fn spawn_with(config: Config) -> TestApp {
         let db = TestDb::fresh();
         let store = loopgate_store::open(&db.url).await.expect("open the store");
-        let agent = store.create_key("default", "bot", Role::Agent).await.expect("key").token;
-        let ann = store.create_key("default", "ann", Role::Reviewer).await.expect("key").token;
-        let bob = store.create_key("default", "bob", Role::Reviewer).await.expect("key").token;
-        let admin = store.create_key("default", "root", Role::Admin).await.expect("key").token;
+        let agent = store
+            .create_key("default", "bot", Role::Agent)
+            .await
+            .expect("key")
+            .token;
+        let ann = store
+            .create_key("default", "ann", Role::Reviewer)
+            .await
+            .expect("key")
+            .token;
+        let bob = store
+            .create_key("default", "bob", Role::Reviewer)
+            .await
+            .expect("key")
+            .token;
+        let admin = store
+            .create_key("default", "root", Role::Admin)
+            .await
+            .expect("key")
+            .token;
         Self::start(db, store, config, agent, ann, bob, admin).await
     }
 
@@ -105,12 +121,19 @@ impl TestApp {
         admin: String,
     ) -> TestApp {
         init_logging();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(loopgate_server::run(listener, store.clone(), config.clone(), async {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(loopgate_server::run(
+            listener,
+            store.clone(),
+            config.clone(),
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestApp {
             addr,
             base: format!("http://{addr}"),
@@ -150,13 +173,19 @@ impl TestApp {
         );
         drop(self);
         tokio::time::sleep(down_for).await;
-        let store = loopgate_store::open(&db.url).await.expect("reopen the store");
+        let store = loopgate_store::open(&db.url)
+            .await
+            .expect("reopen the store");
         Self::start(db, store, config, agent, ann, bob, admin).await
     }
 
     /// A new key in any workspace.
     pub async fn key(&self, workspace: &str, name: &str, role: Role) -> String {
-        self.store.create_key(workspace, name, role).await.expect("create key").token
+        self.store
+            .create_key(workspace, name, role)
+            .await
+            .expect("create key")
+            .token
     }
 
     pub fn request(&self, method: Method, path: &str, token: &str) -> RequestBuilder {
@@ -183,23 +212,32 @@ impl TestApp {
 
     pub async fn put_policy(&self, toml: &str) {
         let (status, body) = self
-            .send(self.request(Method::PUT, "/v1/policy", &self.admin).body(toml.to_owned()))
+            .send(
+                self.request(Method::PUT, "/v1/policy", &self.admin)
+                    .body(toml.to_owned()),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "policy rejected: {body}");
     }
 
     /// Submit an action as the default agent.
     pub async fn submit(&self, body: Value) -> (StatusCode, Value) {
-        self.send(self.post("/v1/actions", &self.agent).json(&body)).await
-    }
-
-    pub async fn decide(&self, token: &str, review_id: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.post(&format!("/v1/reviews/{review_id}/decision"), token).json(&body))
+        self.send(self.post("/v1/actions", &self.agent).json(&body))
             .await
     }
 
+    pub async fn decide(&self, token: &str, review_id: &str, body: Value) -> (StatusCode, Value) {
+        self.send(
+            self.post(&format!("/v1/reviews/{review_id}/decision"), token)
+                .json(&body),
+        )
+        .await
+    }
+
     pub async fn action(&self, id: &str) -> Value {
-        let (status, body) = self.send(self.get(&format!("/v1/actions/{id}"), &self.agent)).await;
+        let (status, body) = self
+            .send(self.get(&format!("/v1/actions/{id}"), &self.agent))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -213,7 +251,10 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("action {id} never reached the expected state: {}", self.action(id).await);
+        panic!(
+            "action {id} never reached the expected state: {}",
+            self.action(id).await
+        );
     }
 }
 

@@ -278,10 +278,10 @@ pub fn decide(
                 Some(_) => return Err(invalid("arguments", "must be a JSON object")),
                 None => return Err(invalid("arguments", "an edit needs the new arguments")),
             },
-            ReviewKind::Draft | ReviewKind::Escalation => {
-                if input.text.as_deref().is_none_or(|t| t.trim().is_empty()) {
-                    return Err(invalid("text", "an edit needs the new text"));
-                }
+            ReviewKind::Draft | ReviewKind::Escalation
+                if input.text.as_deref().is_none_or(|t| t.trim().is_empty()) =>
+            {
+                return Err(invalid("text", "an edit needs the new text"));
             }
             _ => {}
         },

@@ -156,7 +156,9 @@ impl<R: Requirement> FromRequestParts<AppState> for Auth<R> {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be Bearer TOKEN"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be Bearer TOKEN")
+            })?;
         let key = state
             .store
             .authenticate(token)

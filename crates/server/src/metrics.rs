@@ -73,10 +73,22 @@ impl Metrics {
         let events = Family::<EventLabels, Counter>::default();
         let open_reviews = Family::<QueueLabels, Gauge>::default();
         let actions = Family::<StatusLabels, Gauge>::default();
-        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", http_seconds.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_seconds.clone(),
+        );
         registry.register("events", "Audit events appended, by type", events.clone());
-        registry.register("open_reviews", "Pending and claimed reviews, by queue", open_reviews.clone());
+        registry.register(
+            "open_reviews",
+            "Pending and claimed reviews, by queue",
+            open_reviews.clone(),
+        );
         registry.register("actions", "Actions stored, by status", actions.clone());
         Metrics {
             registry,

@@ -139,7 +139,11 @@ pub trait Store: Send + Sync + 'static {
     async fn cancel_action(&self, workspace: &str, agent: &str, id: Uuid) -> Result<ActionRecord>;
 
     // Reviews.
-    async fn list_reviews(&self, workspace: &str, filter: ReviewFilter) -> Result<Vec<ReviewRecord>>;
+    async fn list_reviews(
+        &self,
+        workspace: &str,
+        filter: ReviewFilter,
+    ) -> Result<Vec<ReviewRecord>>;
     async fn get_review(&self, workspace: &str, id: Uuid) -> Result<Option<ReviewDetail>>;
     /// Claim the most urgent pending review (priority, then SLA due time, then age) that this
     /// reviewer has not already approved.
@@ -157,7 +161,12 @@ pub trait Store: Send + Sync + 'static {
         reviewer: &str,
         lease_ms: i64,
     ) -> Result<ReviewDetail>;
-    async fn release_review(&self, workspace: &str, id: Uuid, reviewer: &str) -> Result<ReviewDetail>;
+    async fn release_review(
+        &self,
+        workspace: &str,
+        id: Uuid,
+        reviewer: &str,
+    ) -> Result<ReviewDetail>;
     async fn decide_review(
         &self,
         workspace: &str,
@@ -185,7 +194,10 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_events(&self, workspace: &str, after: i64, limit: i64) -> Result<Vec<Event>>;
     async fn workspaces(&self) -> Result<Vec<String>>;
     /// Walk one workspace's chain; `Ok(count)` or the first break.
-    async fn verify_audit(&self, workspace: &str) -> Result<Result<u64, loopgate_domain::audit::ChainBreak>>;
+    async fn verify_audit(
+        &self,
+        workspace: &str,
+    ) -> Result<Result<u64, loopgate_domain::audit::ChainBreak>>;
 
     async fn counts(&self, workspace: &str) -> Result<Counts>;
 }

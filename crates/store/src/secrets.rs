@@ -8,7 +8,11 @@ use rand::RngCore;
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("{}{}", loopgate_domain::auth::TOKEN_PREFIX, hex::encode(bytes))
+    format!(
+        "{}{}",
+        loopgate_domain::auth::TOKEN_PREFIX,
+        hex::encode(bytes)
+    )
 }
 
 /// argon2id with the crate's default (OWASP-recommended) parameters. CPU-heavy by design:

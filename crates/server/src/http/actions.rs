@@ -78,7 +78,10 @@ pub async fn submit(
     };
     if let Some(c) = &req.conversation_id {
         if c.is_empty() || c.len() > 128 {
-            return Err(ApiError::invalid("conversation_id", "must be 1 to 128 characters"));
+            return Err(ApiError::invalid(
+                "conversation_id",
+                "must be 1 to 128 characters",
+            ));
         }
     }
     let arguments = req.arguments.into_value();

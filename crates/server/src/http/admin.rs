@@ -28,7 +28,10 @@ pub async fn get_policy(State(state): State<AppState>, admin: Auth<Admin>) -> Ap
     let (version, text) = current.map_or((0, String::new()), |p| (p.version, p.text));
     let mut resp = text.into_response();
     let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/toml; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/toml; charset=utf-8"),
+    );
     headers.insert("loopgate-policy-version", HeaderValue::from(version));
     Ok(resp)
 }
@@ -122,8 +125,13 @@ pub async fn audit(
             .filter(|l| (1..=1000).contains(l))
             .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 1000"))?,
     };
-    let events = state.store.audit_events(&admin.workspace, after, limit).await?;
-    let next_after = (events.len() as i64 == limit).then(|| events.last().map(|e| e.seq)).flatten();
+    let events = state
+        .store
+        .audit_events(&admin.workspace, after, limit)
+        .await?;
+    let next_after = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
     Ok(Json(AuditPage { events, next_after }))
 }
 
@@ -142,10 +150,23 @@ pub struct AuditVerdict {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn audit_verify(State(state): State<AppState>, admin: Auth<Admin>) -> ApiResult<Response> {
+pub async fn audit_verify(
+    State(state): State<AppState>,
+    admin: Auth<Admin>,
+) -> ApiResult<Response> {
     let verdict = match state.store.verify_audit(&admin.workspace).await? {
-        Ok(n) => AuditVerdict { ok: true, events: n, bad_seq: None, problem: None },
-        Err(b) => AuditVerdict { ok: false, events: 0, bad_seq: Some(b.seq), problem: Some(b.problem) },
+        Ok(n) => AuditVerdict {
+            ok: true,
+            events: n,
+            bad_seq: None,
+            problem: None,
+        },
+        Err(b) => AuditVerdict {
+            ok: false,
+            events: 0,
+            bad_seq: Some(b.seq),
+            problem: Some(b.problem),
+        },
     };
     Ok((StatusCode::OK, Json(verdict)).into_response())
 }

@@ -77,20 +77,30 @@ pub fn router(state: AppState) -> Router {
     )
     .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
     .method_not_allowed_fallback(|| async {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed for this endpoint")
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed for this endpoint",
+        )
     })
-    .layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::metrics::track,
+    ))
     .layer(axum::extract::DefaultBodyLimit::max(body_limit))
     .layer(TraceLayer::new_for_http())
     .layer(CatchPanicLayer::custom(|_| {
-        axum::response::IntoResponse::into_response(ApiError::internal("a request handler panicked"))
+        axum::response::IntoResponse::into_response(ApiError::internal(
+            "a request handler panicked",
+        ))
     }))
     .with_state(state)
 }
 
 /// Ids in paths: a malformed one is a clear 400, not a 404 that hides the typo.
 pub fn parse_id(raw: &str, field: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request(field, format!("{raw:?} is not a valid id")))
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::bad_request(field, format!("{raw:?} is not a valid id")))
 }
 
 /// Query-string values, parsed by hand so each problem names its parameter.

@@ -41,7 +41,10 @@ pub struct PauseList {
 fn reason(r: &str) -> ApiResult<&str> {
     let r = r.trim();
     if r.is_empty() || r.len() > 1000 {
-        return Err(ApiError::invalid("reason", "say why, in 1 to 1000 characters"));
+        return Err(ApiError::invalid(
+            "reason",
+            "say why, in 1 to 1000 characters",
+        ));
     }
     Ok(r)
 }
@@ -78,7 +81,14 @@ pub async fn pause_agent(
     ApiJson(body): ApiJson<PauseBody>,
 ) -> ApiResult<Json<PauseList>> {
     let agent = agent_name(&name)?;
-    change(&state, &who, Some(agent.as_str()), Some(body.mode), reason(&body.reason)?).await
+    change(
+        &state,
+        &who,
+        Some(agent.as_str()),
+        Some(body.mode),
+        reason(&body.reason)?,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -142,7 +152,10 @@ fn resume_reason(body: &[u8]) -> ApiResult<String> {
     responses((status = 200, body = PauseList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, who: Auth<Reviewer>) -> ApiResult<Json<PauseList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Auth<Reviewer>,
+) -> ApiResult<Json<PauseList>> {
     Ok(Json(PauseList {
         pauses: state.store.pauses(&who.workspace).await?,
     }))

@@ -82,7 +82,10 @@ pub async fn list(
         kind: q.kind,
         limit,
     };
-    let reviews = state.store.list_reviews(&reviewer.workspace, filter).await?;
+    let reviews = state
+        .store
+        .list_reviews(&reviewer.workspace, filter)
+        .await?;
     Ok(Json(ReviewList { reviews }))
 }
 

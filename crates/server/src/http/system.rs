@@ -30,13 +30,23 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         for ws in workspaces {
             if let Ok(counts) = state.store.counts(&ws).await {
                 for (queue, n) in counts.open_reviews {
-                    state.metrics.open_reviews
-                        .get_or_create(&crate::metrics::QueueLabels { workspace: ws.clone(), queue })
+                    state
+                        .metrics
+                        .open_reviews
+                        .get_or_create(&crate::metrics::QueueLabels {
+                            workspace: ws.clone(),
+                            queue,
+                        })
                         .set(n);
                 }
                 for (status, n) in counts.actions {
-                    state.metrics.actions
-                        .get_or_create(&crate::metrics::StatusLabels { workspace: ws.clone(), status })
+                    state
+                        .metrics
+                        .actions
+                        .get_or_create(&crate::metrics::StatusLabels {
+                            workspace: ws.clone(),
+                            status,
+                        })
                         .set(n);
                 }
             }

@@ -3,7 +3,7 @@
 pub mod writer;
 
 use crate::records::*;
-use crate::{NewAction, ReviewFilter, Result, Store, StoreError, Submitted, Sweep};
+use crate::{NewAction, Result, ReviewFilter, Store, StoreError, Submitted, Sweep};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -53,9 +53,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             .log_statements(tracing::log::LevelFilter::Trace);
-        let mut conn = options.connect().await.map_err(|e| {
-            StoreError::Unavailable(format!("cannot open {url}: {e}"))
-        })?;
+        let mut conn = options
+            .connect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {url}: {e}")))?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut conn)
             .await
@@ -98,7 +99,8 @@ fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Internal(format!("stored {what} {value:?} is not valid"))
 }
 
-const ACTION_COLUMNS: &str = "id, workspace, agent, name, arguments, proposed_arguments, confidence, context, \
+const ACTION_COLUMNS: &str =
+    "id, workspace, agent, name, arguments, proposed_arguments, confidence, context, \
      conversation_id, status, rule, reason, policy_version, review_id, created_at, decided_at";
 
 fn action_from_row(row: &SqliteRow) -> Result<ActionRecord> {
@@ -198,13 +200,21 @@ fn event_from_row(row: &SqliteRow) -> Result<Event> {
 
 async fn load_action(c: &mut SqliteConnection, ws: &str, id: &str) -> Result<Option<ActionRecord>> {
     let sql = format!("SELECT {ACTION_COLUMNS} FROM actions WHERE workspace = $1 AND id = $2");
-    let row = sqlx::query(&sql).bind(ws).bind(id).fetch_optional(&mut *c).await?;
+    let row = sqlx::query(&sql)
+        .bind(ws)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
     row.as_ref().map(action_from_row).transpose()
 }
 
 async fn load_review(c: &mut SqliteConnection, ws: &str, id: &str) -> Result<Option<ReviewRecord>> {
     let sql = format!("{REVIEW_SELECT} WHERE r.workspace = $1 AND r.id = $2");
-    let row = sqlx::query(&sql).bind(ws).bind(id).fetch_optional(&mut *c).await?;
+    let row = sqlx::query(&sql)
+        .bind(ws)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
     row.as_ref().map(review_from_row).transpose()
 }
 
@@ -279,8 +289,10 @@ fn action_decision(
         return Some(ActionDecision {
             verdict: "timeout".into(),
             by: vec!["system".into()],
-            comment: Some(format!("no decision before the deadline; on_timeout = {}",
-                review.on_timeout.as_deref().unwrap_or("reject"))),
+            comment: Some(format!(
+                "no decision before the deadline; on_timeout = {}",
+                review.on_timeout.as_deref().unwrap_or("reject")
+            )),
             decided_at: action.decided_at,
         });
     }
@@ -315,7 +327,8 @@ fn decision_error(e: DecisionError) -> StoreError {
 /// The review's state as a decision sees it: an expired lease counts as no claim.
 fn review_facts(r: &ReviewRecord, now_ms: i64) -> ReviewFacts {
     let lease_active = r.status == ReviewStatus::Claimed
-        && r.claim_expires_at.is_some_and(|t| t.timestamp_millis() > now_ms);
+        && r.claim_expires_at
+            .is_some_and(|t| t.timestamp_millis() > now_ms);
     ReviewFacts {
         kind: r.kind,
         status: if r.status == ReviewStatus::Claimed && !lease_active {
@@ -324,7 +337,11 @@ fn review_facts(r: &ReviewRecord, now_ms: i64) -> ReviewFacts {
             r.status
         },
         approvals_required: u32::try_from(r.approvals_required).unwrap_or(1),
-        claimed_by: if lease_active { r.claimed_by.clone() } else { None },
+        claimed_by: if lease_active {
+            r.claimed_by.clone()
+        } else {
+            None
+        },
     }
 }
 
@@ -371,8 +388,14 @@ async fn insert_review(tx: &mut Tx, r: NewReview<'_>, actor: &str) -> Result<()>
         "due_at": opt_time(r.due_at), "approvals_required": r.approvals_required,
         "rule": r.rule, "reason": r.reason, "action_id": r.action_id,
     });
-    tx.event(r.workspace, actor, "review.created", &format!("review:{}", r.id), data)
-        .await
+    tx.event(
+        r.workspace,
+        actor,
+        "review.created",
+        &format!("review:{}", r.id),
+        data,
+    )
+    .await
 }
 
 /// Set a pending action's final status and tell the log.
@@ -403,15 +426,24 @@ async fn finish_action(
         "status": status.as_str(), "verdict": verdict, "agent": action.agent, "name": action.name,
         "arguments": arguments.unwrap_or(&action.arguments), "edited": arguments.is_some(),
     });
-    tx.event(&action.workspace, actor, "action.decided", &format!("action:{}", action.id), data)
-        .await
+    tx.event(
+        &action.workspace,
+        actor,
+        "action.decided",
+        &format!("action:{}", action.id),
+        data,
+    )
+    .await
 }
 
 fn check_open(r: &ReviewRecord) -> Result<()> {
     if r.status.is_open() {
         Ok(())
     } else {
-        Err(StoreError::Conflict(format!("the review is already {}", r.status.as_str())))
+        Err(StoreError::Conflict(format!(
+            "the review is already {}",
+            r.status.as_str()
+        )))
     }
 }
 
@@ -465,11 +497,22 @@ impl Store for SqliteStore {
                     .bind(tx.now_ms())
                     .execute(&mut tx.conn)
                     .await?;
-                    tx.event(&ws, "system", "key.created", &format!("key:{id}"),
-                        json!({"name": name, "role": role.as_str()}))
-                        .await?;
+                    tx.event(
+                        &ws,
+                        "system",
+                        "key.created",
+                        &format!("key:{id}"),
+                        json!({"name": name, "role": role.as_str()}),
+                    )
+                    .await?;
                     Ok(NewKey {
-                        key: KeyRecord { id, workspace: ws, name, role, created_at: tx.now },
+                        key: KeyRecord {
+                            id,
+                            workspace: ws,
+                            name,
+                            role,
+                            created_at: tx.now,
+                        },
                         token,
                     })
                 })
@@ -510,7 +553,11 @@ impl Store for SqliteStore {
             });
         }
         self.ensure_workspace(workspace).await?;
-        let (ws, username, hash) = (workspace.to_owned(), username.to_owned(), password_hash.to_owned());
+        let (ws, username, hash) = (
+            workspace.to_owned(),
+            username.to_owned(),
+            password_hash.to_owned(),
+        );
         self.writer
             .write(move |tx| {
                 Box::pin(async move {
@@ -597,9 +644,14 @@ impl Store for SqliteStore {
                     .bind(&actor)
                     .execute(&mut tx.conn)
                     .await?;
-                    tx.event(&ws, &actor, "policy.updated", &format!("policy:{version}"),
-                        json!({"version": version}))
-                        .await?;
+                    tx.event(
+                        &ws,
+                        &actor,
+                        "policy.updated",
+                        &format!("policy:{version}"),
+                        json!({"version": version}),
+                    )
+                    .await?;
                     Ok(PolicyRecord {
                         workspace: ws,
                         version,
@@ -672,7 +724,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn list_reviews(&self, workspace: &str, filter: ReviewFilter) -> Result<Vec<ReviewRecord>> {
+    async fn list_reviews(
+        &self,
+        workspace: &str,
+        filter: ReviewFilter,
+    ) -> Result<Vec<ReviewRecord>> {
         let mut sql = format!("{REVIEW_SELECT} WHERE r.workspace = $1");
         match filter.status.as_deref() {
             None | Some("open") => sql.push_str(" AND r.status IN ('pending', 'claimed')"),
@@ -709,7 +765,11 @@ impl Store for SqliteStore {
         reviewer: &str,
         lease_ms: i64,
     ) -> Result<Option<ReviewDetail>> {
-        let (ws, queue, reviewer) = (workspace.to_owned(), queue.map(str::to_owned), reviewer.to_owned());
+        let (ws, queue, reviewer) = (
+            workspace.to_owned(),
+            queue.map(str::to_owned),
+            reviewer.to_owned(),
+        );
         self.writer
             .write(move |tx| {
                 Box::pin(async move {
@@ -732,7 +792,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn claim_review(&self, workspace: &str, id: Uuid, reviewer: &str, lease_ms: i64) -> Result<ReviewDetail> {
+    async fn claim_review(
+        &self,
+        workspace: &str,
+        id: Uuid,
+        reviewer: &str,
+        lease_ms: i64,
+    ) -> Result<ReviewDetail> {
         let (ws, reviewer) = (workspace.to_owned(), reviewer.to_owned());
         self.writer
             .write(move |tx| {
@@ -756,7 +822,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn release_review(&self, workspace: &str, id: Uuid, reviewer: &str) -> Result<ReviewDetail> {
+    async fn release_review(
+        &self,
+        workspace: &str,
+        id: Uuid,
+        reviewer: &str,
+    ) -> Result<ReviewDetail> {
         let (ws, reviewer) = (workspace.to_owned(), reviewer.to_owned());
         self.writer
             .write(move |tx| {
@@ -914,7 +985,10 @@ impl Store for SqliteStore {
                     Ok(e) => e,
                     Err(e) => {
                         let seq: i64 = row.try_get("seq").unwrap_or(0);
-                        return Ok(Err(ChainBreak { seq, problem: e.to_string() }));
+                        return Ok(Err(ChainBreak {
+                            seq,
+                            problem: e.to_string(),
+                        }));
                     }
                 };
                 if let Err(b) = verifier.push(&event) {
@@ -945,11 +1019,20 @@ impl Store for SqliteStore {
         .bind(workspace)
         .fetch_all(&self.read)
         .await?;
-        Ok(Counts { open_reviews, actions })
+        Ok(Counts {
+            open_reviews,
+            actions,
+        })
     }
 }
 
-async fn claim_in_tx(tx: &mut Tx, ws: &str, id: &str, reviewer: &str, lease_ms: i64) -> Result<ReviewDetail> {
+async fn claim_in_tx(
+    tx: &mut Tx,
+    ws: &str,
+    id: &str,
+    reviewer: &str,
+    lease_ms: i64,
+) -> Result<ReviewDetail> {
     let expires = tx.now_ms() + lease_ms;
     sqlx::query("UPDATE reviews SET status = 'claimed', claimed_by = $1, claim_expires_at = $2 WHERE id = $3")
         .bind(reviewer)
@@ -957,10 +1040,17 @@ async fn claim_in_tx(tx: &mut Tx, ws: &str, id: &str, reviewer: &str, lease_ms: 
         .bind(id)
         .execute(&mut tx.conn)
         .await?;
-    tx.event(ws, &format!("reviewer:{reviewer}"), "review.claimed", &format!("review:{id}"),
-        json!({"reviewer": reviewer, "until": ms_to_time(expires)}))
-        .await?;
-    load_detail(&mut tx.conn, ws, id).await?.ok_or(StoreError::NotFound("review"))
+    tx.event(
+        ws,
+        &format!("reviewer:{reviewer}"),
+        "review.claimed",
+        &format!("review:{id}"),
+        json!({"reviewer": reviewer, "until": ms_to_time(expires)}),
+    )
+    .await?;
+    load_detail(&mut tx.conn, ws, id)
+        .await?
+        .ok_or(StoreError::NotFound("review"))
 }
 
 async fn submit_in_tx(tx: &mut Tx, new: NewAction) -> Result<Submitted> {
@@ -995,7 +1085,12 @@ async fn submit_in_tx(tx: &mut Tx, new: NewAction) -> Result<Submitted> {
             Some(a) => format!("agent {a}"),
             None => "the workspace".to_owned(),
         };
-        let why = format!("{scope} is paused by {} ({}): {}", pause.set_by, pause.mode.as_str(), pause.reason);
+        let why = format!(
+            "{scope} is paused by {} ({}): {}",
+            pause.set_by,
+            pause.mode.as_str(),
+            pause.reason
+        );
         match pause.mode {
             PauseMode::Block => {
                 routing.outcome = Outcome::Block;
@@ -1073,20 +1168,24 @@ async fn submit_in_tx(tx: &mut Tx, new: NewAction) -> Result<Submitted> {
         let due_at = routing
             .timeout
             .map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
-        insert_review(tx, NewReview {
-            id: rid,
-            workspace: ws,
-            kind: ReviewKind::Approval,
-            queue: &routing.queue,
-            priority: routing.priority,
-            due_at,
-            on_timeout: routing.timeout.map(|_| routing.on_timeout),
-            approvals_required: routing.approvals.max(1),
-            rule: routing.rule.as_deref(),
-            reason: &routing.reason,
-            policy_version: new.policy_version,
-            action_id: id,
-        }, &actor)
+        insert_review(
+            tx,
+            NewReview {
+                id: rid,
+                workspace: ws,
+                kind: ReviewKind::Approval,
+                queue: &routing.queue,
+                priority: routing.priority,
+                due_at,
+                on_timeout: routing.timeout.map(|_| routing.on_timeout),
+                approvals_required: routing.approvals.max(1),
+                rule: routing.rule.as_deref(),
+                reason: &routing.reason,
+                policy_version: new.policy_version,
+                action_id: id,
+            },
+            &actor,
+        )
         .await?;
     } else if status == ActionStatus::Approved && sampled(&id, routing.sample) {
         let reason = format!(
@@ -1094,20 +1193,24 @@ async fn submit_in_tx(tx: &mut Tx, new: NewAction) -> Result<Submitted> {
             routing.sample * 100.0,
             routing.rule.as_deref().unwrap_or("-")
         );
-        insert_review(tx, NewReview {
-            id: Uuid::now_v7(),
-            workspace: ws,
-            kind: ReviewKind::Qa,
-            queue: &routing.queue,
-            priority: routing.priority,
-            due_at: None,
-            on_timeout: None,
-            approvals_required: 1,
-            rule: routing.rule.as_deref(),
-            reason: &reason,
-            policy_version: new.policy_version,
-            action_id: id,
-        }, &actor)
+        insert_review(
+            tx,
+            NewReview {
+                id: Uuid::now_v7(),
+                workspace: ws,
+                kind: ReviewKind::Qa,
+                queue: &routing.queue,
+                priority: routing.priority,
+                due_at: None,
+                on_timeout: None,
+                approvals_required: 1,
+                rule: routing.rule.as_deref(),
+                reason: &reason,
+                policy_version: new.policy_version,
+                action_id: id,
+            },
+            &actor,
+        )
         .await?;
     }
     let action = load_action(&mut tx.conn, ws, &id.to_string())
@@ -1171,7 +1274,10 @@ async fn decide_in_tx(
         "action_id": review.action_id,
     });
     match effect {
-        Effect::NeedsMoreApprovals { approvals, required } => {
+        Effect::NeedsMoreApprovals {
+            approvals,
+            required,
+        } => {
             sqlx::query(
                 "UPDATE reviews SET status = 'pending', claimed_by = NULL, claim_expires_at = NULL, approvals = $1
                  WHERE id = $2",
@@ -1183,30 +1289,70 @@ async fn decide_in_tx(
             let mut data = base;
             data["approvals"] = json!(approvals);
             data["approvals_required"] = json!(required);
-            tx.event(&ws, &actor, "review.approval_recorded", &subject, data).await?;
+            tx.event(&ws, &actor, "review.approval_recorded", &subject, data)
+                .await?;
         }
         Effect::Approved { arguments, .. } => {
             close_review(tx, &id, "approved", Some(review.approvals_required)).await?;
-            tx.event(&ws, &actor, "review.decided", &subject, with_outcome(base, "approved")).await?;
-            if let Some(action) = action.filter(|a| a.status == ActionStatus::Pending && review.kind == ReviewKind::Approval) {
-                let verdict = if arguments.is_some() { "edit" } else { "approve" };
-                finish_action(tx, &action, ActionStatus::Approved, arguments.as_ref(), &actor, verdict).await?;
+            tx.event(
+                &ws,
+                &actor,
+                "review.decided",
+                &subject,
+                with_outcome(base, "approved"),
+            )
+            .await?;
+            if let Some(action) = action.filter(|a| {
+                a.status == ActionStatus::Pending && review.kind == ReviewKind::Approval
+            }) {
+                let verdict = if arguments.is_some() {
+                    "edit"
+                } else {
+                    "approve"
+                };
+                finish_action(
+                    tx,
+                    &action,
+                    ActionStatus::Approved,
+                    arguments.as_ref(),
+                    &actor,
+                    verdict,
+                )
+                .await?;
             }
         }
         Effect::Rejected => {
             close_review(tx, &id, "rejected", None).await?;
-            tx.event(&ws, &actor, "review.decided", &subject, with_outcome(base, "rejected")).await?;
-            if let Some(action) = action.filter(|a| a.status == ActionStatus::Pending && review.kind == ReviewKind::Approval) {
+            tx.event(
+                &ws,
+                &actor,
+                "review.decided",
+                &subject,
+                with_outcome(base, "rejected"),
+            )
+            .await?;
+            if let Some(action) = action.filter(|a| {
+                a.status == ActionStatus::Pending && review.kind == ReviewKind::Approval
+            }) {
                 finish_action(tx, &action, ActionStatus::Rejected, None, &actor, "reject").await?;
             }
         }
         Effect::Graded(grade) => {
             let outcome = format!("graded:{}", grade.as_str());
             close_review(tx, &id, &outcome, None).await?;
-            tx.event(&ws, &actor, "review.decided", &subject, with_outcome(base, &outcome)).await?;
+            tx.event(
+                &ws,
+                &actor,
+                "review.decided",
+                &subject,
+                with_outcome(base, &outcome),
+            )
+            .await?;
         }
     }
-    load_detail(&mut tx.conn, &ws, &id).await?.ok_or(StoreError::NotFound("review"))
+    load_detail(&mut tx.conn, &ws, &id)
+        .await?
+        .ok_or(StoreError::NotFound("review"))
 }
 
 fn with_outcome(mut data: Value, outcome: &str) -> Value {
@@ -1245,9 +1391,14 @@ async fn sweep_in_tx(tx: &mut Tx) -> Result<Sweep> {
     .fetch_all(&mut tx.conn)
     .await?;
     for (id, ws, _) in &lapsed {
-        tx.event(ws, "system", "review.released", &format!("review:{id}"),
-            json!({"reason": "the claim's lease lapsed"}))
-            .await?;
+        tx.event(
+            ws,
+            "system",
+            "review.released",
+            &format!("review:{id}"),
+            json!({"reason": "the claim's lease lapsed"}),
+        )
+        .await?;
     }
     sweep.leases_lapsed = lapsed.len();
 
@@ -1261,7 +1412,9 @@ async fn sweep_in_tx(tx: &mut Tx) -> Result<Sweep> {
     .fetch_all(&mut tx.conn)
     .await?;
     for (id, ws) in due {
-        let Some(review) = load_review(&mut tx.conn, &ws, &id).await? else { continue };
+        let Some(review) = load_review(&mut tx.conn, &ws, &id).await? else {
+            continue;
+        };
         let on_timeout = match review.on_timeout.as_deref() {
             Some("approve") => OnTimeout::Approve,
             Some("escalate") => OnTimeout::Escalate,
@@ -1293,9 +1446,14 @@ async fn sweep_in_tx(tx: &mut Tx) -> Result<Sweep> {
         .bind(&id)
         .execute(&mut tx.conn)
         .await?;
-        tx.event(&ws, "system", "review.expired", &subject,
-            json!({"on_timeout": on_timeout.as_str(), "action_id": review.action_id}))
-            .await?;
+        tx.event(
+            &ws,
+            "system",
+            "review.expired",
+            &subject,
+            json!({"on_timeout": on_timeout.as_str(), "action_id": review.action_id}),
+        )
+        .await?;
         if let Some(aid) = review.action_id {
             if let Some(action) = load_action(&mut tx.conn, &ws, &aid.to_string()).await? {
                 if action.status == ActionStatus::Pending && review.kind == ReviewKind::Approval {

@@ -49,7 +49,9 @@ impl Tx {
                 .bind(workspace)
                 .fetch_optional(&mut self.conn)
                 .await?;
-        let at = self.now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let at = self
+            .now
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let e = next_event(
             head.as_ref().map(|(s, h)| (*s, h.as_str())),
             workspace,
