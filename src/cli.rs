@@ -39,6 +39,9 @@ enum Command {
         /// Policy file to put in force for the `default` workspace.
         #[arg(long, env = "LOOPGATE_POLICY")]
         policy: Option<PathBuf>,
+        /// The URL people reach this server at, for links in webhooks (default: http://LISTEN).
+        #[arg(long, env = "LOOPGATE_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Run the server with a demo workspace, users and a simulated agent producing traffic.
     Demo {
@@ -164,7 +167,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| DEFAULT_DATABASE.to_owned())
     };
     match cli.command {
-        Command::Serve { listen, policy } => {
+        Command::Serve {
+            listen,
+            policy,
+            public_url,
+        } => {
             init_logging();
             let store = open(&db()).await?;
             if let Some(file) = policy {
@@ -178,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let saved = store.put_policy("default", &text, "system:serve").await?;
                 tracing::info!(file = %file.display(), version = saved.version, "policy in force");
             }
-            serve(store, listen).await?;
+            serve(store, listen, public_url).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { listen } => {

@@ -6,12 +6,16 @@
 //! - [`review`]: review kinds and statuses, decisions, four-eyes approval.
 //! - [`action`]: action statuses and what a routing or a decision does to them.
 //! - [`audit`]: the hash chain of events and its verification.
+//! - [`conversation`]: conversation states, transitions, who may post when.
 //! - [`auth`]: roles and what each may do.
 //! - [`types`]: small newtypes parsed at the edge (confidence, names).
+//! - [`webhook`]: which endpoints get an event, retry schedule, Slack rendering.
 
 pub mod action;
 pub mod audit;
 pub mod auth;
+pub mod conversation;
 pub mod policy;
 pub mod review;
 pub mod types;
+pub mod webhook;

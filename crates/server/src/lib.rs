@@ -5,11 +5,13 @@
 //! - [`error`]: the one error type and its HTTP mapping.
 //! - [`extract`]: JSON and auth extractors (roles proven by types).
 //! - [`live`]: long-poll waiters woken by committed events, and the timer sweep.
+//! - [`delivery`]: the webhook worker that drains the transactional outbox.
 //! - [`policies`]: the compiled policy of each workspace, cached per version.
 //! - [`metrics`]: Prometheus counters and histograms.
 //!
 //! [`run`] takes its listener and a shutdown future, so tests bind port 0 and stop cleanly.
 
+pub mod delivery;
 pub mod error;
 pub mod extract;
 pub mod http;
@@ -33,6 +35,12 @@ pub struct Config {
     pub claim_lease: Duration,
     /// How often timeouts and lapsed claims are swept.
     pub sweep_interval: Duration,
+    /// The address people reach this server at, for links in webhooks (e.g. Slack messages).
+    pub public_url: String,
+    /// How long a webhook receiver may take to answer one delivery.
+    pub webhook_timeout: Duration,
+    /// How often an idle SSE stream sends a keep-alive comment.
+    pub sse_keepalive: Duration,
 }
 
 impl Default for Config {
@@ -41,6 +49,9 @@ impl Default for Config {
             body_limit: 1024 * 1024,
             claim_lease: Duration::from_secs(300),
             sweep_interval: Duration::from_millis(500),
+            public_url: "http://127.0.0.1:7800".to_owned(),
+            webhook_timeout: Duration::from_secs(10),
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -51,6 +62,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub policies: Arc<policies::PolicyCache>,
     pub waiters: Arc<live::Waiters>,
+    /// Rung whenever events are committed, so the webhook worker looks at the outbox at once.
+    pub outbox_bell: Arc<tokio::sync::Notify>,
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<Config>,
     /// Turns true when the server begins to shut down: long-polls answer at once, tasks stop.
@@ -66,6 +79,7 @@ impl AppState {
             stop: Arc::new(stop),
             policies: Arc::new(policies::PolicyCache::new(store.clone())),
             waiters: Arc::new(live::Waiters::default()),
+            outbox_bell: Arc::new(tokio::sync::Notify::new()),
             metrics: Arc::new(metrics::Metrics::new()),
             config: Arc::new(config),
             store,

@@ -81,7 +81,8 @@ fn subject_id(e: &Event, prefix: &str) -> Option<Uuid> {
 pub fn spawn_background(state: AppState, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(dispatch_events(state.clone(), stop.clone())),
-        tokio::spawn(sweep_timers(state, stop)),
+        tokio::spawn(sweep_timers(state.clone(), stop.clone())),
+        tokio::spawn(crate::delivery::run(state, stop)),
     ]
 }
 
@@ -93,6 +94,7 @@ async fn dispatch_events(state: AppState, mut stop: watch::Receiver<bool>) {
             received = events.recv() => match received {
                 Ok(e) => {
                     state.metrics.observe_event(&e);
+                    state.outbox_bell.notify_one();
                     match e.event_type.as_str() {
                         "action.decided" => {
                             if let Some(id) = subject_id(&e, "action:") {

@@ -200,6 +200,104 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Result<u64, loopgate_domain::audit::ChainBreak>>;
 
     async fn counts(&self, workspace: &str) -> Result<Counts>;
+
+    // Conversations.
+    /// Open a conversation; with an `external_id` the agent used before, the existing one
+    /// (`false`: not created now).
+    async fn create_conversation(
+        &self,
+        workspace: &str,
+        agent: &str,
+        external_id: Option<String>,
+        context: serde_json::Value,
+    ) -> Result<(ConversationRecord, bool)>;
+    async fn get_conversation(&self, workspace: &str, id: Uuid)
+        -> Result<Option<ConversationView>>;
+    async fn list_conversations(
+        &self,
+        workspace: &str,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ConversationRecord>>;
+    /// Post a message. The store checks, inside the transaction, that the conversation's state
+    /// allows the role; an `ai` message carries the policy's routing.
+    async fn post_message(&self, new: NewMessage) -> Result<MessageRecord>;
+    async fn transition_conversation(
+        &self,
+        change: ConversationChange,
+    ) -> Result<ConversationRecord>;
+    async fn add_feedback(&self, feedback: NewFeedback) -> Result<FeedbackRecord>;
+
+    // Webhooks.
+    async fn create_webhook(&self, new: NewWebhook) -> Result<WebhookRecord>;
+    async fn list_webhooks(&self, workspace: &str) -> Result<Vec<WebhookRecord>>;
+    async fn delete_webhook(&self, workspace: &str, id: Uuid, actor: &str) -> Result<()>;
+    async fn deliveries(
+        &self,
+        workspace: &str,
+        webhook_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>>;
+    /// Take up to `limit` due deliveries, pushing each one's next attempt `lease_ms` ahead so no
+    /// other worker takes it meanwhile (a crash mid-send means a retry, never a loss).
+    async fn take_due_deliveries(&self, limit: i64, lease_ms: i64) -> Result<Vec<DueDelivery>>;
+    async fn record_delivery(&self, id: &str, outcome: DeliveryOutcome) -> Result<()>;
+    /// When the next pending delivery is due (ms since the epoch), to sleep until then.
+    async fn next_delivery_due(&self) -> Result<Option<i64>>;
+}
+
+/// A message to post. `routing` is required for `ai` messages and ignored otherwise.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub workspace: String,
+    pub conversation_id: Uuid,
+    pub role: loopgate_domain::conversation::Role,
+    pub text: String,
+    pub confidence: Option<f64>,
+    /// Who posted: the agent's or the human's name.
+    pub author: String,
+    /// Only this agent may post user/ai/system messages (the one that opened the conversation).
+    pub agent: Option<String>,
+    pub routing: Option<Routing>,
+    pub policy_version: i64,
+}
+
+/// A requested change of a conversation's state.
+#[derive(Debug, Clone)]
+pub struct ConversationChange {
+    pub workspace: String,
+    pub id: Uuid,
+    pub transition: loopgate_domain::conversation::Transition,
+    /// `agent:NAME` or `reviewer:NAME`.
+    pub actor: String,
+    /// The human's name for takeovers.
+    pub human: Option<String>,
+    /// When set, only this agent may act (agents act on their own conversations only).
+    pub agent: Option<String>,
+    pub reason: Option<String>,
+    /// For escalations: where the escalation review goes.
+    pub queue: String,
+    pub priority: i64,
+    pub due_in_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewFeedback {
+    pub workspace: String,
+    pub agent: String,
+    pub message_id: Uuid,
+    pub rating: String,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub workspace: String,
+    pub url: String,
+    pub secret: String,
+    pub events: Vec<String>,
+    pub format: String,
+    pub actor: String,
 }
 
 /// Open the backend a database URL names.

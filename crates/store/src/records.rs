@@ -139,6 +139,8 @@ pub struct ReviewRecord {
     /// The subject's confidence and agent, denormalised for queue views.
     pub confidence: Option<f64>,
     pub agent: Option<String>,
+    pub conversation_id: Option<Uuid>,
+    pub message_id: Option<Uuid>,
 }
 
 /// A review with everything a reviewer needs to decide it.
@@ -147,6 +149,10 @@ pub struct ReviewDetail {
     #[serde(flatten)]
     pub review: ReviewRecord,
     pub action: Option<ActionRecord>,
+    /// For drafts, flags and QA of messages: the message under review.
+    pub message: Option<MessageRecord>,
+    /// For conversation reviews: the conversation and its transcript.
+    pub conversation: Option<ConversationView>,
     pub decisions: Vec<DecisionRecord>,
 }
 
@@ -157,4 +163,135 @@ pub struct Counts {
     pub open_reviews: Vec<(String, i64)>,
     /// Actions per status.
     pub actions: Vec<(String, i64)>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConversationRecord {
+    pub id: Uuid,
+    pub workspace: String,
+    pub agent: String,
+    pub external_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub context: Value,
+    /// `ai`, `waiting`, `human` or `closed`.
+    #[schema(value_type = String, example = "ai")]
+    pub state: loopgate_domain::conversation::ConversationState,
+    /// Who took it over, while `human`.
+    pub assignee: Option<String>,
+    pub turns: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// For lists: the newest message and the newest AI message's confidence.
+    pub last_message: Option<String>,
+    pub last_ai_confidence: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageRecord {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    #[schema(value_type = String, example = "ai")]
+    pub role: loopgate_domain::conversation::Role,
+    /// What the end user sees (a reviewer's rewrite, when there was one).
+    pub text: String,
+    /// The AI's draft, when a reviewer rewrote it.
+    pub original_text: Option<String>,
+    pub confidence: Option<f64>,
+    /// `delivered`, `held` (awaiting review), `escalated` (held; a human has the conversation),
+    /// or `discarded` (never shown).
+    #[schema(value_type = String, example = "delivered")]
+    pub status: loopgate_domain::conversation::MessageStatus,
+    pub author: String,
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+    pub policy_version: Option<i64>,
+    pub review_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A conversation with its transcript.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConversationView {
+    #[serde(flatten)]
+    pub conversation: ConversationRecord,
+    pub messages: Vec<MessageRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FeedbackRecord {
+    pub id: Uuid,
+    pub message_id: Uuid,
+    pub conversation_id: Uuid,
+    pub rating: String,
+    pub comment: Option<String>,
+    /// The `flag` review a thumbs-down opened.
+    pub review_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WebhookRecord {
+    pub id: Uuid,
+    pub url: String,
+    pub events: Vec<String>,
+    /// `standard` (Standard Webhooks JSON) or `slack` (incoming-webhook text).
+    pub format: String,
+    /// `active`, or `disabled` (the receiver answered 410 Gone).
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// One event's delivery to one endpoint: the outbox row, which is also the delivery log.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryRecord {
+    /// Also the `webhook-id` header, the same on every retry.
+    pub id: String,
+    pub webhook_id: Uuid,
+    pub event_seq: i64,
+    pub event_type: String,
+    /// `pending`, `delivered` or `dead`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery taken by the worker, with what it needs to send it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: String,
+    pub workspace: String,
+    pub webhook_id: Uuid,
+    pub url: String,
+    pub secret: String,
+    pub format: String,
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+}
+
+/// How an attempt ended, as the worker tells the store.
+#[derive(Debug, Clone)]
+pub enum DeliveryOutcome {
+    Delivered {
+        status: u16,
+    },
+    /// Retry at this time (ms since the epoch).
+    Retry {
+        status: Option<u16>,
+        error: String,
+        at_ms: i64,
+    },
+    /// The receiver answered 410: disable the endpoint.
+    Gone,
+    Dead {
+        status: Option<u16>,
+        error: String,
+    },
 }

@@ -4,9 +4,12 @@
 
 pub mod actions;
 pub mod admin;
+pub mod conversations;
+pub mod events;
 pub mod pauses;
 pub mod reviews;
 pub mod system;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -65,6 +68,19 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(admin::get_policy, admin::put_policy))
         .routes(routes!(admin::audit))
         .routes(routes!(admin::audit_verify))
+        .routes(routes!(conversations::create, conversations::list))
+        .routes(routes!(conversations::get_conversation))
+        .routes(routes!(conversations::post_message))
+        .routes(routes!(conversations::escalate))
+        .routes(routes!(conversations::takeover))
+        .routes(routes!(conversations::handback))
+        .routes(routes!(conversations::close))
+        .routes(routes!(conversations::feedback))
+        .routes(routes!(events::workspace_stream))
+        .routes(routes!(events::conversation_stream))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(webhooks::deliveries))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     let body_limit = state.config.body_limit;

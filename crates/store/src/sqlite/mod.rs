@@ -1,8 +1,11 @@
 //! The SQLite backend: a read pool for queries and one [`writer::Writer`] for every change.
 
+mod conversations;
+mod webhooks;
 pub mod writer;
 
 use crate::records::*;
+use crate::{ConversationChange, NewFeedback, NewMessage, NewWebhook};
 use crate::{NewAction, Result, ReviewFilter, Store, StoreError, Submitted, Sweep};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -75,27 +78,27 @@ impl SqliteStore {
     }
 }
 
-fn ms_to_time(ms: i64) -> DateTime<Utc> {
+pub(crate) fn ms_to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+pub(crate) fn opt_time(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.map(ms_to_time)
 }
 
-fn parse_uuid(s: &str) -> Result<Uuid> {
+pub(crate) fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Internal(format!("stored id {s:?} is corrupt: {e}")))
 }
 
-fn opt_uuid(s: Option<String>) -> Result<Option<Uuid>> {
+pub(crate) fn opt_uuid(s: Option<String>) -> Result<Option<Uuid>> {
     s.as_deref().map(parse_uuid).transpose()
 }
 
-fn parse_json(s: &str) -> Result<Value> {
+pub(crate) fn parse_json(s: &str) -> Result<Value> {
     Ok(serde_json::from_str(s)?)
 }
 
-fn corrupt(what: &str, value: &str) -> StoreError {
+pub(crate) fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Internal(format!("stored {what} {value:?} is not valid"))
 }
 
@@ -128,8 +131,12 @@ fn action_from_row(row: &SqliteRow) -> Result<ActionRecord> {
 const REVIEW_SELECT: &str = "SELECT r.id, r.workspace, r.kind, r.status, r.queue, r.priority, r.due_at, \
      r.on_timeout, r.approvals_required, r.approvals, r.rule, r.reason, r.policy_version, r.action_id, \
      r.claimed_by, r.claim_expires_at, r.created_at, r.decided_at, r.outcome, \
-     a.confidence AS subject_confidence, a.agent AS subject_agent \
-     FROM reviews r LEFT JOIN actions a ON a.id = r.action_id";
+     r.conversation_id, r.message_id, \
+     COALESCE(a.confidence, m.confidence) AS subject_confidence, \
+     COALESCE(a.agent, c.agent) AS subject_agent \
+     FROM reviews r LEFT JOIN actions a ON a.id = r.action_id \
+     LEFT JOIN messages m ON m.id = r.message_id \
+     LEFT JOIN conversations c ON c.id = r.conversation_id";
 
 fn review_from_row(row: &SqliteRow) -> Result<ReviewRecord> {
     let kind: String = row.try_get("kind")?;
@@ -156,6 +163,8 @@ fn review_from_row(row: &SqliteRow) -> Result<ReviewRecord> {
         outcome: row.try_get("outcome")?,
         confidence: row.try_get("subject_confidence")?,
         agent: row.try_get("subject_agent")?,
+        conversation_id: opt_uuid(row.try_get("conversation_id")?)?,
+        message_id: opt_uuid(row.try_get("message_id")?)?,
     })
 }
 
@@ -198,7 +207,11 @@ fn event_from_row(row: &SqliteRow) -> Result<Event> {
 
 // ---- Queries shared by the read pool and the writer's transaction. ----
 
-async fn load_action(c: &mut SqliteConnection, ws: &str, id: &str) -> Result<Option<ActionRecord>> {
+pub(crate) async fn load_action(
+    c: &mut SqliteConnection,
+    ws: &str,
+    id: &str,
+) -> Result<Option<ActionRecord>> {
     let sql = format!("SELECT {ACTION_COLUMNS} FROM actions WHERE workspace = $1 AND id = $2");
     let row = sqlx::query(&sql)
         .bind(ws)
@@ -208,7 +221,11 @@ async fn load_action(c: &mut SqliteConnection, ws: &str, id: &str) -> Result<Opt
     row.as_ref().map(action_from_row).transpose()
 }
 
-async fn load_review(c: &mut SqliteConnection, ws: &str, id: &str) -> Result<Option<ReviewRecord>> {
+pub(crate) async fn load_review(
+    c: &mut SqliteConnection,
+    ws: &str,
+    id: &str,
+) -> Result<Option<ReviewRecord>> {
     let sql = format!("{REVIEW_SELECT} WHERE r.workspace = $1 AND r.id = $2");
     let row = sqlx::query(&sql)
         .bind(ws)
@@ -218,7 +235,10 @@ async fn load_review(c: &mut SqliteConnection, ws: &str, id: &str) -> Result<Opt
     row.as_ref().map(review_from_row).transpose()
 }
 
-async fn load_decisions(c: &mut SqliteConnection, review_id: &str) -> Result<Vec<DecisionRecord>> {
+pub(crate) async fn load_decisions(
+    c: &mut SqliteConnection,
+    review_id: &str,
+) -> Result<Vec<DecisionRecord>> {
     let rows = sqlx::query(
         "SELECT id, review_id, reviewer, verdict, arguments, text, grade, score, labels, comment, created_at
          FROM decisions WHERE review_id = $1 ORDER BY created_at, id",
@@ -229,7 +249,11 @@ async fn load_decisions(c: &mut SqliteConnection, review_id: &str) -> Result<Vec
     rows.iter().map(decision_from_row).collect()
 }
 
-async fn load_detail(c: &mut SqliteConnection, ws: &str, id: &str) -> Result<Option<ReviewDetail>> {
+pub(crate) async fn load_detail(
+    c: &mut SqliteConnection,
+    ws: &str,
+    id: &str,
+) -> Result<Option<ReviewDetail>> {
     let Some(review) = load_review(c, ws, id).await? else {
         return Ok(None);
     };
@@ -237,10 +261,20 @@ async fn load_detail(c: &mut SqliteConnection, ws: &str, id: &str) -> Result<Opt
         Some(aid) => load_action(c, ws, &aid.to_string()).await?,
         None => None,
     };
+    let message = match review.message_id {
+        Some(mid) => conversations::load_message(c, ws, &mid.to_string()).await?,
+        None => None,
+    };
+    let conversation = match review.conversation_id {
+        Some(cid) => conversations::load_view(c, ws, &cid.to_string()).await?,
+        None => None,
+    };
     let decisions = load_decisions(c, id).await?;
     Ok(Some(ReviewDetail {
         review,
         action,
+        message,
+        conversation,
         decisions,
     }))
 }
@@ -325,7 +359,7 @@ fn decision_error(e: DecisionError) -> StoreError {
 }
 
 /// The review's state as a decision sees it: an expired lease counts as no claim.
-fn review_facts(r: &ReviewRecord, now_ms: i64) -> ReviewFacts {
+pub(crate) fn review_facts(r: &ReviewRecord, now_ms: i64) -> ReviewFacts {
     let lease_active = r.status == ReviewStatus::Claimed
         && r.claim_expires_at
             .is_some_and(|t| t.timestamp_millis() > now_ms);
@@ -345,27 +379,29 @@ fn review_facts(r: &ReviewRecord, now_ms: i64) -> ReviewFacts {
     }
 }
 
-struct NewReview<'a> {
-    id: Uuid,
-    workspace: &'a str,
-    kind: ReviewKind,
-    queue: &'a str,
-    priority: i64,
-    due_at: Option<i64>,
-    on_timeout: Option<OnTimeout>,
-    approvals_required: u32,
-    rule: Option<&'a str>,
-    reason: &'a str,
-    policy_version: i64,
-    action_id: Uuid,
+pub(crate) struct NewReview<'a> {
+    pub(crate) id: Uuid,
+    pub(crate) workspace: &'a str,
+    pub(crate) kind: ReviewKind,
+    pub(crate) queue: &'a str,
+    pub(crate) priority: i64,
+    pub(crate) due_at: Option<i64>,
+    pub(crate) on_timeout: Option<OnTimeout>,
+    pub(crate) approvals_required: u32,
+    pub(crate) rule: Option<&'a str>,
+    pub(crate) reason: &'a str,
+    pub(crate) policy_version: i64,
+    pub(crate) action_id: Option<Uuid>,
+    pub(crate) conversation_id: Option<Uuid>,
+    pub(crate) message_id: Option<Uuid>,
 }
 
-async fn insert_review(tx: &mut Tx, r: NewReview<'_>, actor: &str) -> Result<()> {
+pub(crate) async fn insert_review(tx: &mut Tx, r: NewReview<'_>, actor: &str) -> Result<()> {
     let now = tx.now_ms();
     sqlx::query(
         "INSERT INTO reviews (id, workspace, kind, status, queue, priority, due_at, due_key, on_timeout,
-            approvals_required, rule, reason, policy_version, action_id, created_at)
-         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            approvals_required, rule, reason, policy_version, action_id, created_at, conversation_id, message_id)
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(r.id.to_string())
     .bind(r.workspace)
@@ -379,14 +415,17 @@ async fn insert_review(tx: &mut Tx, r: NewReview<'_>, actor: &str) -> Result<()>
     .bind(r.rule)
     .bind(r.reason)
     .bind(r.policy_version)
-    .bind(r.action_id.to_string())
+    .bind(r.action_id.map(|a| a.to_string()))
     .bind(now)
+    .bind(r.conversation_id.map(|c| c.to_string()))
+    .bind(r.message_id.map(|m| m.to_string()))
     .execute(&mut tx.conn)
     .await?;
     let data = json!({
         "kind": r.kind.as_str(), "queue": r.queue, "priority": r.priority,
         "due_at": opt_time(r.due_at), "approvals_required": r.approvals_required,
         "rule": r.rule, "reason": r.reason, "action_id": r.action_id,
+        "conversation_id": r.conversation_id, "message_id": r.message_id,
     });
     tx.event(
         r.workspace,
@@ -436,7 +475,7 @@ async fn finish_action(
     .await
 }
 
-fn check_open(r: &ReviewRecord) -> Result<()> {
+pub(crate) fn check_open(r: &ReviewRecord) -> Result<()> {
     if r.status.is_open() {
         Ok(())
     } else {
@@ -1024,9 +1063,116 @@ impl Store for SqliteStore {
             actions,
         })
     }
+
+    async fn create_conversation(
+        &self,
+        workspace: &str,
+        agent: &str,
+        external_id: Option<String>,
+        context: Value,
+    ) -> Result<(ConversationRecord, bool)> {
+        let (ws, agent) = (workspace.to_owned(), agent.to_owned());
+        self.writer
+            .write(move |tx| {
+                Box::pin(conversations::create_in_tx(
+                    tx,
+                    ws,
+                    agent,
+                    external_id,
+                    context,
+                ))
+            })
+            .await
+    }
+
+    async fn get_conversation(
+        &self,
+        workspace: &str,
+        id: Uuid,
+    ) -> Result<Option<ConversationView>> {
+        let mut c = self.read.acquire().await?;
+        conversations::load_view(&mut c, workspace, &id.to_string()).await
+    }
+
+    async fn list_conversations(
+        &self,
+        workspace: &str,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ConversationRecord>> {
+        let mut c = self.read.acquire().await?;
+        conversations::list(&mut c, workspace, state, limit).await
+    }
+
+    async fn post_message(&self, new: NewMessage) -> Result<MessageRecord> {
+        self.writer
+            .write(move |tx| Box::pin(conversations::post_in_tx(tx, new)))
+            .await
+    }
+
+    async fn transition_conversation(
+        &self,
+        change: ConversationChange,
+    ) -> Result<ConversationRecord> {
+        self.writer
+            .write(move |tx| Box::pin(conversations::transition_in_tx(tx, change)))
+            .await
+    }
+
+    async fn add_feedback(&self, feedback: NewFeedback) -> Result<FeedbackRecord> {
+        self.writer
+            .write(move |tx| Box::pin(conversations::feedback_in_tx(tx, feedback)))
+            .await
+    }
+
+    async fn create_webhook(&self, new: NewWebhook) -> Result<WebhookRecord> {
+        self.writer
+            .write(move |tx| Box::pin(webhooks::create_in_tx(tx, new)))
+            .await
+    }
+
+    async fn list_webhooks(&self, workspace: &str) -> Result<Vec<WebhookRecord>> {
+        let mut c = self.read.acquire().await?;
+        webhooks::list(&mut c, workspace).await
+    }
+
+    async fn delete_webhook(&self, workspace: &str, id: Uuid, actor: &str) -> Result<()> {
+        let (ws, actor) = (workspace.to_owned(), actor.to_owned());
+        self.writer
+            .write(move |tx| Box::pin(webhooks::delete_in_tx(tx, ws, id, actor)))
+            .await
+    }
+
+    async fn deliveries(
+        &self,
+        workspace: &str,
+        webhook_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>> {
+        let mut c = self.read.acquire().await?;
+        webhooks::deliveries(&mut c, workspace, webhook_id, limit).await
+    }
+
+    async fn take_due_deliveries(&self, limit: i64, lease_ms: i64) -> Result<Vec<DueDelivery>> {
+        self.writer
+            .write(move |tx| Box::pin(webhooks::take_due_in_tx(tx, limit, lease_ms)))
+            .await
+    }
+
+    async fn record_delivery(&self, id: &str, outcome: DeliveryOutcome) -> Result<()> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |tx| Box::pin(webhooks::record_in_tx(tx, id, outcome)))
+            .await
+    }
+
+    async fn next_delivery_due(&self) -> Result<Option<i64>> {
+        let mut c = self.read.acquire().await?;
+        webhooks::next_due(&mut c).await
+    }
 }
 
-async fn claim_in_tx(
+pub(crate) async fn claim_in_tx(
     tx: &mut Tx,
     ws: &str,
     id: &str,
@@ -1182,7 +1328,9 @@ async fn submit_in_tx(tx: &mut Tx, new: NewAction) -> Result<Submitted> {
                 rule: routing.rule.as_deref(),
                 reason: &routing.reason,
                 policy_version: new.policy_version,
-                action_id: id,
+                action_id: Some(id),
+                conversation_id: None,
+                message_id: None,
             },
             &actor,
         )
@@ -1207,7 +1355,9 @@ async fn submit_in_tx(tx: &mut Tx, new: NewAction) -> Result<Submitted> {
                 rule: routing.rule.as_deref(),
                 reason: &reason,
                 policy_version: new.policy_version,
-                action_id: id,
+                action_id: Some(id),
+                conversation_id: None,
+                message_id: None,
             },
             &actor,
         )
@@ -1272,6 +1422,7 @@ async fn decide_in_tx(
         "reviewer": reviewer, "verdict": decision.verdict.as_str(), "kind": review.kind.as_str(),
         "comment": decision.comment, "grade": decision.grade.map(|g| g.as_str()),
         "action_id": review.action_id,
+        "conversation_id": review.conversation_id, "message_id": review.message_id,
     });
     match effect {
         Effect::NeedsMoreApprovals {
@@ -1292,8 +1443,9 @@ async fn decide_in_tx(
             tx.event(&ws, &actor, "review.approval_recorded", &subject, data)
                 .await?;
         }
-        Effect::Approved { arguments, .. } => {
+        Effect::Approved { arguments, text } => {
             close_review(tx, &id, "approved", Some(review.approvals_required)).await?;
+            conversations::after_decision(tx, &review, true, text, &actor).await?;
             tx.event(
                 &ws,
                 &actor,
@@ -1323,6 +1475,7 @@ async fn decide_in_tx(
         }
         Effect::Rejected => {
             close_review(tx, &id, "rejected", None).await?;
+            conversations::after_decision(tx, &review, false, None, &actor).await?;
             tx.event(
                 &ws,
                 &actor,
@@ -1355,12 +1508,17 @@ async fn decide_in_tx(
         .ok_or(StoreError::NotFound("review"))
 }
 
-fn with_outcome(mut data: Value, outcome: &str) -> Value {
+pub(crate) fn with_outcome(mut data: Value, outcome: &str) -> Value {
     data["outcome"] = json!(outcome);
     data
 }
 
-async fn close_review(tx: &mut Tx, id: &str, outcome: &str, approvals: Option<i64>) -> Result<()> {
+pub(crate) async fn close_review(
+    tx: &mut Tx,
+    id: &str,
+    outcome: &str,
+    approvals: Option<i64>,
+) -> Result<()> {
     sqlx::query(
         "UPDATE reviews SET status = 'decided', outcome = $1, decided_at = $2, claimed_by = NULL,
             claim_expires_at = NULL, approvals = COALESCE($3, approvals)
@@ -1421,7 +1579,11 @@ async fn sweep_in_tx(tx: &mut Tx) -> Result<Sweep> {
             _ => OnTimeout::Reject,
         };
         let subject = format!("review:{id}");
-        if on_timeout == OnTimeout::Escalate {
+        // A waiting customer is never dropped by a timer: an escalation that times out (unless
+        // told to approve the held reply) moves to the front of its queue instead.
+        let escalate = on_timeout == OnTimeout::Escalate
+            || (review.kind == ReviewKind::Escalation && on_timeout != OnTimeout::Approve);
+        if escalate {
             // Escalation keeps the review open but moves it to the front of its queue.
             sqlx::query(
                 "UPDATE reviews SET priority = priority + 100, due_at = NULL, due_key = $1 WHERE id = $2",
@@ -1454,6 +1616,18 @@ async fn sweep_in_tx(tx: &mut Tx) -> Result<Sweep> {
             json!({"on_timeout": on_timeout.as_str(), "action_id": review.action_id}),
         )
         .await?;
+        if review.message_id.is_some()
+            && matches!(review.kind, ReviewKind::Draft | ReviewKind::Escalation)
+        {
+            conversations::after_decision(
+                tx,
+                &review,
+                on_timeout == OnTimeout::Approve,
+                None,
+                "system",
+            )
+            .await?;
+        }
         if let Some(aid) = review.action_id {
             if let Some(action) = load_action(&mut tx.conn, &ws, &aid.to_string()).await? {
                 if action.status == ActionStatus::Pending && review.kind == ReviewKind::Approval {

@@ -86,7 +86,43 @@ impl Tx {
         .bind(&e.hash)
         .execute(&mut self.conn)
         .await?;
+        self.enqueue_webhooks(&e).await?;
         self.events.push(e);
+        Ok(())
+    }
+
+    /// The transactional outbox: one row per subscribed endpoint, in this same transaction.
+    async fn enqueue_webhooks(&mut self, e: &Event) -> Result<()> {
+        let hooks: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, events FROM webhooks WHERE workspace = $1 AND status = 'active'",
+        )
+        .bind(&e.workspace)
+        .fetch_all(&mut self.conn)
+        .await?;
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let payload = serde_json::to_string(e)?;
+        for (hook_id, events) in hooks {
+            let patterns: Vec<String> = serde_json::from_str(&events)?;
+            if !loopgate_domain::webhook::subscribed(&patterns, &e.event_type) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO outbox (id, workspace, webhook_id, event_seq, event_type, payload, status,
+                    next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7)",
+            )
+            .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
+            .bind(&e.workspace)
+            .bind(&hook_id)
+            .bind(e.seq)
+            .bind(&e.event_type)
+            .bind(&payload)
+            .bind(self.now_ms())
+            .execute(&mut self.conn)
+            .await?;
+        }
         Ok(())
     }
 }
