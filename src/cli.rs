@@ -336,21 +336,25 @@ fn policy_check(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Serve on `listen` until Ctrl-C or SIGTERM.
-pub async fn serve(store: Arc<dyn Store>, listen: SocketAddr) -> anyhow::Result<()> {
+/// Serve on `listen` until Ctrl-C or SIGTERM. `public_url` is where people reach it (for links in
+/// webhooks); by default the listen address.
+pub async fn serve(
+    store: Arc<dyn Store>,
+    listen: SocketAddr,
+    public_url: Option<String>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!("loopgate listening on http://{addr}");
-    loopgate_server::run(
-        listener,
-        store,
-        loopgate_server::Config::default(),
-        shutdown_signal(),
-    )
-    .await
-    .context("the server failed")
+    let config = loopgate_server::Config {
+        public_url: public_url.unwrap_or_else(|| format!("http://{addr}")),
+        ..loopgate_server::Config::default()
+    };
+    loopgate_server::run(listener, store, config, shutdown_signal())
+        .await
+        .context("the server failed")
 }
 
 pub async fn shutdown_signal() {
