@@ -274,10 +274,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { workspace },
         } => {
-            let store = open(&db()).await?;
+            let url = db();
+            let store = loopgate_store::open_existing(&url)
+                .await
+                .with_context(|| format!("cannot open the database {url}"))?;
+            let known = store.workspaces().await?;
             let workspaces = match workspace {
+                Some(w) if !known.contains(&w) => bail!("there is no workspace {w:?}"),
                 Some(w) => vec![w],
-                None => store.workspaces().await?,
+                None => known,
             };
             let mut total = 0;
             for ws in workspaces {

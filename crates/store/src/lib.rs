@@ -300,10 +300,24 @@ pub struct NewWebhook {
     pub actor: String,
 }
 
-/// Open the backend a database URL names.
+/// Open the backend a database URL names, creating an SQLite file if there is none.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_with(url, true).await
+}
+
+/// Open an existing database: an SQLite URL naming no file is an error, not a new database.
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>> {
+    open_with(url, false).await
+}
+
+async fn open_with(url: &str, create: bool) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+        let store = if create {
+            sqlite::SqliteStore::open(url).await?
+        } else {
+            sqlite::SqliteStore::open_existing(url).await?
+        };
+        Ok(Arc::new(store))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Err(StoreError::Invalid {
             field: "database",

@@ -31,6 +31,14 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 use writer::{Tx, Writer};
 
+/// A subquery true when reviewer `$3` already approved review `r` as it now stands: an approval
+/// or edit since the latest edit (see `loopgate_domain::review::decide`). Such a reviewer is not
+/// offered the review again and may not claim it.
+const APPROVAL_COUNTS: &str = "SELECT 1 FROM decisions d WHERE d.review_id = r.id AND d.reviewer = $3
+       AND d.verdict IN ('approve', 'edit')
+       AND d.created_at >= COALESCE(
+           (SELECT MAX(e.created_at) FROM decisions e WHERE e.review_id = r.id AND e.verdict = 'edit'), 0)";
+
 /// The rule name recorded when a pause, not the policy, routed an action.
 pub const PAUSE_RULE: &str = "@pause";
 
@@ -43,12 +51,22 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Open (creating if needed) and migrate the database at `url` (`sqlite://PATH`).
     pub async fn open(url: &str) -> Result<SqliteStore> {
+        Self::open_with(url, true).await
+    }
+
+    /// Open an existing database only: for commands that read, where creating an empty database
+    /// at a mistyped path would report a false all-clear.
+    pub async fn open_existing(url: &str) -> Result<SqliteStore> {
+        Self::open_with(url, false).await
+    }
+
+    async fn open_with(url: &str, create: bool) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid {
                 field: "database",
                 message: e.to_string(),
             })?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: the WAL is synced at every COMMIT, so an acknowledged write survives a
             // power cut, not just a process crash. Group commit pays for it.
@@ -141,11 +159,23 @@ const REVIEW_SELECT: &str = "SELECT r.id, r.workspace, r.kind, r.status, r.queue
 fn review_from_row(row: &SqliteRow) -> Result<ReviewRecord> {
     let kind: String = row.try_get("kind")?;
     let status: String = row.try_get("status")?;
+    let mut review = review_row(row, &kind, &status)?;
+    // A claim whose lease ran out is over, whether or not the sweep has rewritten the row yet.
+    let now = Utc::now();
+    if review.status == ReviewStatus::Claimed && review.claim_expires_at.is_some_and(|t| t <= now) {
+        review.status = ReviewStatus::Pending;
+        review.claimed_by = None;
+        review.claim_expires_at = None;
+    }
+    Ok(review)
+}
+
+fn review_row(row: &SqliteRow, kind: &str, status: &str) -> Result<ReviewRecord> {
     Ok(ReviewRecord {
         id: parse_uuid(row.try_get("id")?)?,
         workspace: row.try_get("workspace")?,
-        kind: ReviewKind::parse(&kind).ok_or_else(|| corrupt("review kind", &kind))?,
-        status: ReviewStatus::parse(&status).ok_or_else(|| corrupt("review status", &status))?,
+        kind: ReviewKind::parse(kind).ok_or_else(|| corrupt("review kind", kind))?,
+        status: ReviewStatus::parse(status).ok_or_else(|| corrupt("review status", status))?,
         queue: row.try_get("queue")?,
         priority: row.try_get("priority")?,
         due_at: opt_time(row.try_get("due_at")?),
@@ -772,6 +802,11 @@ impl Store for SqliteStore {
         match filter.status.as_deref() {
             None | Some("open") => sql.push_str(" AND r.status IN ('pending', 'claimed')"),
             Some("all") => {}
+            // Lapsed claims count as pending, as everywhere else.
+            Some("pending") => sql.push_str(
+                " AND (r.status = $2 OR (r.status = 'claimed' AND r.claim_expires_at <= $6))",
+            ),
+            Some("claimed") => sql.push_str(" AND r.status = $2 AND r.claim_expires_at > $6"),
             Some(_) => sql.push_str(" AND r.status = $2"),
         }
         if filter.queue.is_some() {
@@ -787,6 +822,7 @@ impl Store for SqliteStore {
             .bind(filter.queue.as_deref().unwrap_or(""))
             .bind(filter.kind.as_deref().unwrap_or(""))
             .bind(filter.limit)
+            .bind(Utc::now().timestamp_millis())
             .fetch_all(&self.read)
             .await?;
         rows.iter().map(review_from_row).collect()
@@ -812,20 +848,46 @@ impl Store for SqliteStore {
         self.writer
             .write(move |tx| {
                 Box::pin(async move {
-                    let sql = format!(
-                        "SELECT id FROM reviews r WHERE workspace = $1 AND status = 'pending' {}
-                           AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.review_id = r.id AND d.reviewer = $3)
-                         ORDER BY priority DESC, due_key, created_at LIMIT 1",
-                        if queue.is_some() { "AND queue = $2" } else { "" }
-                    );
-                    let id: Option<(String,)> = sqlx::query_as(&sql)
-                        .bind(&ws)
-                        .bind(queue.as_deref().unwrap_or(""))
-                        .bind(&reviewer)
-                        .fetch_optional(&mut tx.conn)
-                        .await?;
+                    // Two index probes rather than one query over both statuses, so each is
+                    // served in index order: the best pending review, and the best review whose
+                    // claim lapsed but has not been swept yet.
+                    let queue_filter = if queue.is_some() {
+                        "AND queue = $2"
+                    } else {
+                        ""
+                    };
+                    let mut best: Option<(String, i64, i64, i64)> = None;
+                    for status_filter in [
+                        "status = 'pending'",
+                        "status = 'claimed' AND claim_expires_at <= $4",
+                    ] {
+                        let sql = format!(
+                            "SELECT id, priority, due_key, created_at FROM reviews r
+                             WHERE workspace = $1 AND {status_filter} {queue_filter}
+                               AND NOT EXISTS ({APPROVAL_COUNTS})
+                             ORDER BY priority DESC, due_key, created_at LIMIT 1"
+                        );
+                        let found: Option<(String, i64, i64, i64)> = sqlx::query_as(&sql)
+                            .bind(&ws)
+                            .bind(queue.as_deref().unwrap_or(""))
+                            .bind(&reviewer)
+                            .bind(tx.now_ms())
+                            .fetch_optional(&mut tx.conn)
+                            .await?;
+                        if let Some(f) = found {
+                            let better = best
+                                .as_ref()
+                                .is_none_or(|b| (-f.1, f.2, f.3) < (-b.1, b.2, b.3));
+                            if better {
+                                best = Some(f);
+                            }
+                        }
+                    }
+                    let id = best.map(|b| (b.0,));
                     let Some((id,)) = id else { return Ok(None) };
-                    claim_in_tx(tx, &ws, &id, &reviewer, lease_ms).await.map(Some)
+                    claim_in_tx(tx, &ws, &id, &reviewer, lease_ms)
+                        .await
+                        .map(Some)
                 })
             })
             .await
@@ -854,6 +916,19 @@ impl Store for SqliteStore {
                                 "the review is claimed by {holder}"
                             )));
                         }
+                    }
+                    let approved: Option<(i64,)> = sqlx::query_as(&format!(
+                        "SELECT 1 FROM reviews r WHERE r.id = $1 AND $2 = $2 AND EXISTS ({APPROVAL_COUNTS})"
+                    ))
+                    .bind(&id)
+                    .bind("")
+                    .bind(&reviewer)
+                    .fetch_optional(&mut tx.conn)
+                    .await?;
+                    if approved.is_some() {
+                        return Err(StoreError::Conflict(format!(
+                            "{reviewer} has already approved this review; another reviewer must approve it"
+                        )));
                     }
                     claim_in_tx(tx, &ws, &id, &reviewer, lease_ms).await
                 })
@@ -1243,12 +1318,11 @@ async fn submit_in_tx(tx: &mut Tx, new: NewAction) -> Result<Submitted> {
                 routing.rule = Some(PAUSE_RULE.into());
                 routing.reason = why;
             }
-            PauseMode::Review if routing.outcome != Outcome::Block => {
-                if routing.outcome != Outcome::Review {
-                    routing.queue = "default".into();
-                    routing.approvals = 1;
-                    routing.timeout = None;
-                }
+            // An action the policy already sends to a human keeps its rule, queue and SLA.
+            PauseMode::Review if !matches!(routing.outcome, Outcome::Block | Outcome::Review) => {
+                routing.queue = "default".into();
+                routing.approvals = 1;
+                routing.timeout = None;
                 routing.outcome = Outcome::Review;
                 routing.rule = Some(PAUSE_RULE.into());
                 routing.reason = why;
