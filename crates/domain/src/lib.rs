@@ -4,6 +4,7 @@
 //! Layout:
 //! - [`policy`]: TOML rules with CEL conditions, compiled once per version; routing of actions and messages.
 //! - [`review`]: review kinds and statuses, decisions, four-eyes approval.
+//! - [`stats`]: proportions with Wilson intervals, percentiles.
 //! - [`action`]: action statuses and what a routing or a decision does to them.
 //! - [`audit`]: the hash chain of events and its verification.
 //! - [`conversation`]: conversation states, transitions, who may post when.
@@ -17,5 +18,6 @@ pub mod auth;
 pub mod conversation;
 pub mod policy;
 pub mod review;
+pub mod stats;
 pub mod types;
 pub mod webhook;

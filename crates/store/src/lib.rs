@@ -244,6 +244,26 @@ pub trait Store: Send + Sync + 'static {
     async fn record_delivery(&self, id: &str, outcome: DeliveryOutcome) -> Result<()>;
     /// When the next pending delivery is due (ms since the epoch), to sleep until then.
     async fn next_delivery_due(&self) -> Result<Option<i64>>;
+
+    // Console users and sessions.
+    /// A user and their argon2 password hash, to check a login.
+    async fn find_user(
+        &self,
+        workspace: &str,
+        username: &str,
+    ) -> Result<Option<(UserRecord, String)>>;
+    async fn list_users(&self, workspace: &str) -> Result<Vec<UserRecord>>;
+    async fn create_session(&self, user: &UserRecord, ttl_ms: i64) -> Result<NewSession>;
+    /// The unexpired session whose cookie is `token`.
+    async fn session(&self, token: &str) -> Result<Option<SessionRecord>>;
+    async fn end_session(&self, token: &str) -> Result<()>;
+
+    // Keys, for admins.
+    async fn list_keys(&self, workspace: &str) -> Result<Vec<KeyListing>>;
+    async fn revoke_key(&self, workspace: &str, id: Uuid, actor: &str) -> Result<()>;
+
+    /// Oversight statistics over `[since_ms, now)`, with `buckets` time buckets.
+    async fn stats(&self, workspace: &str, since_ms: i64, buckets: i64) -> Result<StatsRecord>;
 }
 
 /// A message to post. `routing` is required for `ai` messages and ignored otherwise.

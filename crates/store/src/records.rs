@@ -295,3 +295,77 @@ pub enum DeliveryOutcome {
         error: String,
     },
 }
+
+/// A console session, found by its cookie.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub workspace: String,
+    pub username: String,
+    pub role: Role,
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A session just opened: its cookie value is shown only now.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub token: String,
+    pub session: SessionRecord,
+}
+
+/// An API key as admins list it: never its token.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyListing {
+    #[serde(flatten)]
+    pub key: KeyRecord,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Pending or claimed.
+    pub open: i64,
+    /// Open past their SLA due time.
+    pub overdue: i64,
+}
+
+/// One time bucket of the stats series.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatsBucket {
+    pub start: DateTime<Utc>,
+    /// Actions and AI messages submitted.
+    pub submitted: i64,
+    /// Of those, how many reached the world with no human touch.
+    pub automated: i64,
+    /// Reviews decided (approval, draft, escalation).
+    pub decided: i64,
+    /// Of those, rejected or edited by the human.
+    pub overridden: i64,
+}
+
+/// Oversight statistics of a workspace over a window.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatsRecord {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    /// Share of actions and AI messages that reached the world with no human touch.
+    #[schema(value_type = Object)]
+    pub automation_rate: loopgate_domain::stats::Proportion,
+    /// Share of conversations active in the window that were escalated to a human.
+    #[schema(value_type = Object)]
+    pub escalation_rate: loopgate_domain::stats::Proportion,
+    /// Share of human decisions on AI work that rejected or edited it.
+    #[schema(value_type = Object)]
+    pub override_rate: loopgate_domain::stats::Proportion,
+    /// Share of QA samples graded correct, with its 95% Wilson interval.
+    #[schema(value_type = Object)]
+    pub qa_accuracy: loopgate_domain::stats::Proportion,
+    pub queues: Vec<QueueStats>,
+    pub open_reviews: i64,
+    pub sla_breaches: i64,
+    /// Seconds from a review's creation to its decision.
+    pub time_to_decision_p50_s: Option<f64>,
+    pub time_to_decision_p95_s: Option<f64>,
+    pub series: Vec<StatsBucket>,
+}

@@ -2,12 +2,14 @@
 //! routes with their `#[utoipa::path]` docs through `utoipa_axum::routes!`, so a route cannot
 //! exist without its documentation and `/openapi.json` cannot drift from the code.
 
+pub mod accounts;
 pub mod actions;
 pub mod admin;
 pub mod conversations;
 pub mod events;
 pub mod pauses;
 pub mod reviews;
+pub mod stats;
 pub mod system;
 pub mod webhooks;
 
@@ -81,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::delete))
         .routes(routes!(webhooks::deliveries))
+        .routes(routes!(stats::stats))
+        .routes(routes!(accounts::create_key, accounts::list_keys))
+        .routes(routes!(accounts::revoke_key))
+        .routes(routes!(accounts::create_user, accounts::list_users))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     let body_limit = state.config.body_limit;

@@ -1,6 +1,8 @@
 //! The SQLite backend: a read pool for queries and one [`writer::Writer`] for every change.
 
+mod accounts;
 mod conversations;
+mod stats;
 mod webhooks;
 pub mod writer;
 
@@ -1244,6 +1246,63 @@ impl Store for SqliteStore {
     async fn next_delivery_due(&self) -> Result<Option<i64>> {
         let mut c = self.read.acquire().await?;
         webhooks::next_due(&mut c).await
+    }
+
+    async fn find_user(
+        &self,
+        workspace: &str,
+        username: &str,
+    ) -> Result<Option<(UserRecord, String)>> {
+        let mut c = self.read.acquire().await?;
+        accounts::find_user(&mut c, workspace, username).await
+    }
+
+    async fn list_users(&self, workspace: &str) -> Result<Vec<UserRecord>> {
+        let mut c = self.read.acquire().await?;
+        accounts::list_users(&mut c, workspace).await
+    }
+
+    async fn create_session(&self, user: &UserRecord, ttl_ms: i64) -> Result<NewSession> {
+        let user = user.clone();
+        self.writer
+            .write(move |tx| Box::pin(accounts::create_session_in_tx(tx, user, ttl_ms)))
+            .await
+    }
+
+    async fn session(&self, token: &str) -> Result<Option<SessionRecord>> {
+        let mut c = self.read.acquire().await?;
+        accounts::session(&mut c, token, Utc::now().timestamp_millis()).await
+    }
+
+    async fn end_session(&self, token: &str) -> Result<()> {
+        let token = token.to_owned();
+        self.writer
+            .write(move |tx| Box::pin(accounts::end_session_in_tx(tx, token)))
+            .await
+    }
+
+    async fn list_keys(&self, workspace: &str) -> Result<Vec<KeyListing>> {
+        let mut c = self.read.acquire().await?;
+        accounts::list_keys(&mut c, workspace).await
+    }
+
+    async fn revoke_key(&self, workspace: &str, id: Uuid, actor: &str) -> Result<()> {
+        let (ws, actor) = (workspace.to_owned(), actor.to_owned());
+        self.writer
+            .write(move |tx| Box::pin(accounts::revoke_key_in_tx(tx, ws, id, actor)))
+            .await
+    }
+
+    async fn stats(&self, workspace: &str, since_ms: i64, buckets: i64) -> Result<StatsRecord> {
+        let mut c = self.read.acquire().await?;
+        stats::stats(
+            &mut c,
+            workspace,
+            since_ms,
+            Utc::now().timestamp_millis(),
+            buckets,
+        )
+        .await
     }
 }
 
