@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`http`]: one module per resource, each exposing its routes with their OpenAPI docs.
+//! - [`console`]: the reviewers' web console (server-rendered HTML, cookie sessions).
 //! - [`error`]: the one error type and its HTTP mapping.
 //! - [`extract`]: JSON and auth extractors (roles proven by types).
 //! - [`live`]: long-poll waiters woken by committed events, and the timer sweep.
@@ -11,6 +12,7 @@
 //!
 //! [`run`] takes its listener and a shutdown future, so tests bind port 0 and stop cleanly.
 
+pub mod console;
 pub mod delivery;
 pub mod error;
 pub mod extract;

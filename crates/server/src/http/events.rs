@@ -55,7 +55,7 @@ fn resume_point(headers: &HeaderMap, query: Option<&str>) -> ApiResult<Option<i6
     q.after.as_deref().map(|a| parse(a, "after")).transpose()
 }
 
-type Filter = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
+pub(crate) type Filter = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
 
 #[utoipa::path(
     get, path = "/v1/events", tag = "events", params(StreamQuery,
@@ -114,7 +114,7 @@ fn frame(e: &Event) -> SseEvent {
         .data(data)
 }
 
-fn stream(
+pub(crate) fn stream(
     state: AppState,
     workspace: String,
     after: Option<i64>,

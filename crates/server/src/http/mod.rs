@@ -90,33 +90,36 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     let body_limit = state.config.body_limit;
-    api.route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let doc = doc.clone();
-            async move { axum::Json(doc.as_ref().clone()) }
-        }),
-    )
-    .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-    .method_not_allowed_fallback(|| async {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed for this endpoint",
+    api.merge(crate::console::router())
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
         )
-    })
-    .layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        crate::metrics::track,
-    ))
-    .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-    .layer(TraceLayer::new_for_http())
-    .layer(CatchPanicLayer::custom(|_| {
-        axum::response::IntoResponse::into_response(ApiError::internal(
-            "a request handler panicked",
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed for this endpoint",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
         ))
-    }))
-    .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::internal(
+                "a request handler panicked",
+            ))
+        }))
+        .with_state(state)
 }
 
 /// Ids in paths: a malformed one is a clear 400, not a 404 that hides the typo.
