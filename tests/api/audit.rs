@@ -6,7 +6,6 @@ use crate::helpers::*;
 use loopgate_domain::audit::{Event, GENESIS_HASH};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::path::Path;
 use std::time::Duration;
 
 /// Every event of the default workspace, read page by page through `GET /v1/audit`.
@@ -328,18 +327,9 @@ async fn audit_pages_with_after_and_limit() {
     }
 }
 
-/// Run SQL against the database file with the `sqlite3` command-line shell.
-fn sql(db: &Path, statements: &str) {
-    let out = std::process::Command::new("sqlite3")
-        .arg(db)
-        .arg(statements)
-        .output()
-        .expect("the sqlite3 command-line shell (apt-get install sqlite3)");
-    assert!(
-        out.status.success(),
-        "sqlite3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Run SQL against the database directly, as an attacker with database access would.
+fn sql(db: &TestDb, statements: &str) {
+    db.exec(statements);
 }
 
 /// A stopped app whose log holds a few events of several kinds: its database, the number of
@@ -401,7 +391,7 @@ async fn verify_accepts_an_intact_log() {
 async fn verify_names_an_edited_event() {
     let (db, _, _) = stopped_app_with_history().await;
     sql(
-        &db.path,
+        &db,
         r#"UPDATE events SET data = '{"version":99}' WHERE workspace = 'default' AND seq = 5;"#,
     );
     let (code, stdout) = verify(&db);
@@ -412,7 +402,7 @@ async fn verify_names_an_edited_event() {
     // Another field: the actor of seq 7.
     let (db, _, _) = stopped_app_with_history().await;
     sql(
-        &db.path,
+        &db,
         "UPDATE events SET actor = 'reviewer:mallory' WHERE workspace = 'default' AND seq = 7;",
     );
     let (code, stdout) = verify(&db);
@@ -424,7 +414,7 @@ async fn verify_names_an_edited_event() {
 async fn verify_names_a_deleted_middle_event() {
     let (db, _, _) = stopped_app_with_history().await;
     sql(
-        &db.path,
+        &db,
         "DELETE FROM events WHERE workspace = 'default' AND seq = 6;",
     );
     let (code, stdout) = verify(&db);
@@ -436,7 +426,7 @@ async fn verify_names_a_deleted_middle_event() {
 async fn verify_notices_two_events_swapped() {
     let (db, _, _) = stopped_app_with_history().await;
     sql(
-        &db.path,
+        &db,
         "UPDATE events SET seq = -1 WHERE workspace = 'default' AND seq = 6;
          UPDATE events SET seq = 6 WHERE workspace = 'default' AND seq = 7;
          UPDATE events SET seq = 7 WHERE workspace = 'default' AND seq = -1;",
@@ -450,7 +440,7 @@ async fn verify_notices_two_events_swapped() {
 async fn verify_notices_the_last_event_deleted() {
     let (db, n, _) = stopped_app_with_history().await;
     sql(
-        &db.path,
+        &db,
         &format!("DELETE FROM events WHERE workspace = 'default' AND seq = {n};"),
     );
     let (code, stdout) = verify(&db);
@@ -463,7 +453,7 @@ async fn verify_notices_the_last_event_deleted() {
 async fn the_api_verify_reports_tampering_too() {
     let (db, _, admin) = stopped_app_with_history().await;
     sql(
-        &db.path,
+        &db,
         r#"UPDATE events SET data = '{"x":1}' WHERE workspace = 'default' AND seq = 3;"#,
     );
     let server = Server::start(&db.url).await;
@@ -477,7 +467,7 @@ async fn the_api_verify_reports_tampering_too() {
 #[tokio::test]
 async fn verify_notices_the_whole_log_deleted_or_the_head_moved() {
     let (db, _, _) = stopped_app_with_history().await;
-    sql(&db.path, "DELETE FROM events WHERE workspace = 'default';");
+    sql(&db, "DELETE FROM events WHERE workspace = 'default';");
     let (code, stdout) = verify(&db);
     assert_eq!(code, 1, "{stdout}");
     assert!(stdout.contains("seq 1"), "{stdout}");
@@ -485,7 +475,7 @@ async fn verify_notices_the_whole_log_deleted_or_the_head_moved() {
     // The recorded head moved back, the events untouched: caught too.
     let (db, n, _) = stopped_app_with_history().await;
     sql(
-        &db.path,
+        &db,
         &format!(
             "UPDATE audit_heads SET seq = {} WHERE workspace = 'default';",
             n - 1
@@ -518,7 +508,7 @@ async fn verify_checks_every_workspace_and_names_the_broken_one() {
     assert_eq!(stdout.trim(), "ok 7 events");
 
     sql(
-        &db.path,
+        &db,
         "UPDATE events SET data = '{\"version\":2}' WHERE workspace = 'other' AND type = 'policy.updated';",
     );
     let (code, stdout) = verify(&db);

@@ -27,32 +27,116 @@ fn init_logging() {
     });
 }
 
-/// A database for one test: a SQLite file in its own temporary directory.
+/// A database for one test: a SQLite file in its own temporary directory, or, when
+/// `LOOPGATE_TEST_DATABASE` is `postgres` (or a `postgres://` URL of the server to use), a fresh
+/// PostgreSQL database that is dropped when the last handle goes. The same suite runs on both.
+#[derive(Clone)]
 pub struct TestDb {
     pub url: String,
+    /// The SQLite file (for PostgreSQL, a path that does not exist).
     pub path: PathBuf,
-    _dir: Arc<tempfile::TempDir>,
+    inner: Arc<DbGuard>,
+}
+
+struct DbGuard {
+    _dir: tempfile::TempDir,
+    /// PostgreSQL: the maintenance URL and the database to drop.
+    postgres: Option<(String, String)>,
+}
+
+impl Drop for DbGuard {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.postgres.take() {
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = run_sql_blocking(&admin, &sql);
+        }
+    }
+}
+
+/// Which backend the suite runs on: `None` for SQLite, else the PostgreSQL server URL.
+pub fn postgres_server() -> Option<String> {
+    match std::env::var("LOOPGATE_TEST_DATABASE").ok()?.as_str() {
+        "" | "sqlite" => None,
+        "postgres" => Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+        url if url.starts_with("postgres") => Some(url.to_owned()),
+        other => {
+            panic!("LOOPGATE_TEST_DATABASE={other:?}: use sqlite, postgres or a postgres:// URL")
+        }
+    }
+}
+
+/// Run SQL (several statements allowed) on its own thread and runtime, so tests can call it
+/// from anywhere, async or not.
+fn run_sql_blocking(url: &str, sql: &str) -> Result<(), String> {
+    let (url, sql) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async move {
+            use sqlx::Connection;
+            if url.starts_with("postgres") {
+                let mut c = sqlx::PgConnection::connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::raw_sql(&sql)
+                    .execute(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            } else {
+                let mut c = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::raw_sql(&sql)
+                    .execute(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| "the SQL thread panicked".to_owned())?
 }
 
 impl TestDb {
     pub fn fresh() -> TestDb {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("loopgate.db");
-        TestDb {
-            url: format!("sqlite://{}", path.display()),
-            path,
-            _dir: Arc::new(dir),
+        match postgres_server() {
+            None => TestDb {
+                url: format!("sqlite://{}", path.display()),
+                path,
+                inner: Arc::new(DbGuard {
+                    _dir: dir,
+                    postgres: None,
+                }),
+            },
+            Some(server) => {
+                let name = format!("loopgate_test_{}", uuid::Uuid::new_v4().simple());
+                run_sql_blocking(&server, &format!("CREATE DATABASE \"{name}\""))
+                    .unwrap_or_else(|e| panic!("cannot create a test database on PostgreSQL at {server} (is it running?): {e}"));
+                let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    path,
+                    inner: Arc::new(DbGuard {
+                        _dir: dir,
+                        postgres: Some((server.clone(), name)),
+                    }),
+                }
+            }
         }
     }
-}
 
-impl Clone for TestDb {
-    fn clone(&self) -> Self {
-        TestDb {
-            url: self.url.clone(),
-            path: self.path.clone(),
-            _dir: self._dir.clone(),
-        }
+    pub fn is_postgres(&self) -> bool {
+        self.inner.postgres.is_some()
+    }
+
+    /// Run SQL directly against the database, as someone with database access would.
+    pub fn exec(&self, sql: &str) {
+        run_sql_blocking(&self.url, sql).unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"));
     }
 }
 

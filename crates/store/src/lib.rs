@@ -8,9 +8,11 @@
 //!
 //! Layout:
 //! - [`records`]: what the store returns.
-//! - [`sqlite`]: the embedded default backend, with its group-committing writer.
+//! - `sql/` (compiled into both backends): the store's SQL, its group-committing writer.
+//! - [`sqlite`]: the embedded default backend. [`postgres`]: for several nodes on one database.
 //! - [`secrets`]: token and password generation and hashing.
 
+pub mod postgres;
 pub mod records;
 pub mod secrets;
 pub mod sqlite;
@@ -320,29 +322,40 @@ pub struct NewWebhook {
     pub actor: String,
 }
 
+/// Settings of the database connection.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the read pool (the writer has its own).
+    pub pool_size: u32,
+    /// PostgreSQL only: abort any statement running longer than this.
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            pool_size: 8,
+            statement_timeout: Some(std::time::Duration::from_secs(30)),
+        }
+    }
+}
+
 /// Open the backend a database URL names, creating an SQLite file if there is none.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    open_with(url, true).await
+    open_with(url, true, &StoreOptions::default()).await
 }
 
 /// Open an existing database: an SQLite URL naming no file is an error, not a new database.
 pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>> {
-    open_with(url, false).await
+    open_with(url, false, &StoreOptions::default()).await
 }
 
-async fn open_with(url: &str, create: bool) -> Result<Arc<dyn Store>> {
+/// Open with explicit connection settings.
+pub async fn open_with(url: &str, create: bool, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        let store = if create {
-            sqlite::SqliteStore::open(url).await?
-        } else {
-            sqlite::SqliteStore::open_existing(url).await?
-        };
-        Ok(Arc::new(store))
+        Ok(Arc::new(sqlite::SqliteStore::open(url, create, options).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Invalid {
-            field: "database",
-            message: "PostgreSQL support is not built yet; use sqlite://PATH".into(),
-        })
+        Ok(Arc::new(postgres::PostgresStore::open(url, create, options).await?))
     } else {
         Err(StoreError::Invalid {
             field: "database",

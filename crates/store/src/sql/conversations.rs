@@ -2,7 +2,7 @@
 //! `loopgate_domain::conversation` applied inside the writer's transaction.
 
 use super::writer::Tx;
-use super::{
+use super::store::{
     corrupt, insert_review, ms_to_time, opt_time, opt_uuid, parse_json, parse_uuid, NewReview,
 };
 use crate::records::*;
@@ -13,8 +13,9 @@ use loopgate_domain::conversation::{
 use loopgate_domain::policy::{sampled, OnTimeout, Outcome};
 use loopgate_domain::review::ReviewKind;
 use serde_json::json;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use super::db::DbRow;
+use super::db::Conn;
+use sqlx::Row;
 use uuid::Uuid;
 
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.workspace, c.agent, c.external_id, c.context, c.state, \
@@ -23,7 +24,7 @@ const CONVERSATION_SELECT: &str = "SELECT c.id, c.workspace, c.agent, c.external
      (SELECT m.confidence FROM messages m WHERE m.conversation_id = c.id AND m.role = 'ai' ORDER BY m.created_at DESC, m.id DESC LIMIT 1) AS last_ai_confidence \
      FROM conversations c";
 
-fn conversation_from_row(row: &SqliteRow) -> Result<ConversationRecord> {
+fn conversation_from_row(row: &DbRow) -> Result<ConversationRecord> {
     let state: String = row.try_get("state")?;
     Ok(ConversationRecord {
         id: parse_uuid(row.try_get("id")?)?,
@@ -46,7 +47,7 @@ const MESSAGE_COLUMNS: &str =
     "id, conversation_id, role, text, original_text, confidence, status, author, \
      rule, reason, policy_version, review_id, created_at, delivered_at";
 
-fn message_from_row(row: &SqliteRow) -> Result<MessageRecord> {
+fn message_from_row(row: &DbRow) -> Result<MessageRecord> {
     let role: String = row.try_get("role")?;
     let status: String = row.try_get("status")?;
     Ok(MessageRecord {
@@ -68,7 +69,7 @@ fn message_from_row(row: &SqliteRow) -> Result<MessageRecord> {
 }
 
 pub(crate) async fn load_conversation(
-    c: &mut SqliteConnection,
+    c: &mut Conn,
     ws: &str,
     id: &str,
 ) -> Result<Option<ConversationRecord>> {
@@ -82,7 +83,7 @@ pub(crate) async fn load_conversation(
 }
 
 pub(crate) async fn load_message(
-    c: &mut SqliteConnection,
+    c: &mut Conn,
     ws: &str,
     id: &str,
 ) -> Result<Option<MessageRecord>> {
@@ -96,7 +97,7 @@ pub(crate) async fn load_message(
 }
 
 pub(crate) async fn load_view(
-    c: &mut SqliteConnection,
+    c: &mut Conn,
     ws: &str,
     id: &str,
 ) -> Result<Option<ConversationView>> {
@@ -118,7 +119,7 @@ pub(crate) async fn load_view(
 }
 
 pub(crate) async fn list(
-    c: &mut SqliteConnection,
+    c: &mut Conn,
     ws: &str,
     state: Option<&str>,
     limit: i64,

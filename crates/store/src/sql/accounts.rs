@@ -1,21 +1,22 @@
 //! Console users, their sessions, and API key administration on SQLite.
 
 use super::writer::Tx;
-use super::{corrupt, ms_to_time, opt_time, parse_uuid};
+use super::store::{corrupt, ms_to_time, opt_time, parse_uuid};
 use crate::records::*;
 use crate::{Result, StoreError};
 use loopgate_domain::auth::{token_hash, Role};
 use serde_json::json;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use super::db::DbRow;
+use super::db::Conn;
+use sqlx::Row;
 use uuid::Uuid;
 
-fn role_of(row: &SqliteRow) -> Result<Role> {
+fn role_of(row: &DbRow) -> Result<Role> {
     let role: String = row.try_get("role")?;
     Role::parse(&role).ok_or_else(|| corrupt("role", &role))
 }
 
-fn user_from_row(row: &SqliteRow) -> Result<UserRecord> {
+fn user_from_row(row: &DbRow) -> Result<UserRecord> {
     Ok(UserRecord {
         id: parse_uuid(row.try_get("id")?)?,
         workspace: row.try_get("workspace")?,
@@ -26,7 +27,7 @@ fn user_from_row(row: &SqliteRow) -> Result<UserRecord> {
 }
 
 pub(crate) async fn find_user(
-    c: &mut SqliteConnection,
+    c: &mut Conn,
     ws: &str,
     username: &str,
 ) -> Result<Option<(UserRecord, String)>> {
@@ -42,7 +43,7 @@ pub(crate) async fn find_user(
         .transpose()
 }
 
-pub(crate) async fn list_users(c: &mut SqliteConnection, ws: &str) -> Result<Vec<UserRecord>> {
+pub(crate) async fn list_users(c: &mut Conn, ws: &str) -> Result<Vec<UserRecord>> {
     let rows = sqlx::query(
         "SELECT id, workspace, username, role, created_at FROM users WHERE workspace = $1 ORDER BY username",
     )
@@ -100,7 +101,7 @@ pub(crate) async fn create_session_in_tx(
 }
 
 pub(crate) async fn session(
-    c: &mut SqliteConnection,
+    c: &mut Conn,
     token: &str,
     now_ms: i64,
 ) -> Result<Option<SessionRecord>> {
@@ -132,7 +133,7 @@ pub(crate) async fn end_session_in_tx(tx: &mut Tx, token: String) -> Result<()> 
     Ok(())
 }
 
-pub(crate) async fn list_keys(c: &mut SqliteConnection, ws: &str) -> Result<Vec<KeyListing>> {
+pub(crate) async fn list_keys(c: &mut Conn, ws: &str) -> Result<Vec<KeyListing>> {
     let rows = sqlx::query(
         "SELECT id, workspace, name, role, created_at, revoked_at FROM api_keys
          WHERE workspace = $1 ORDER BY created_at",

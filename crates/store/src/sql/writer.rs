@@ -3,7 +3,8 @@
 //!
 //! SQLite allows one writer at a time anyway; funnelling writes through one task turns that
 //! limit into an advantage. The task takes every job waiting in its channel (up to
-//! [`MAX_BATCH`]), runs each inside its own SAVEPOINT within one `BEGIN IMMEDIATE` transaction,
+//! [`MAX_BATCH`]), runs each inside its own SAVEPOINT within one write transaction (SQLite's
+//! `BEGIN IMMEDIATE`; on PostgreSQL `BEGIN` plus the cluster-wide write lock, see `db::begin`),
 //! and COMMITs once: one fsync for the whole group (group commit). A job that fails rolls back to
 //! its savepoint without disturbing the others. Callers are answered only after the COMMIT
 //! returned, so every acknowledged write is durable (WAL with `synchronous=FULL`), and events are
@@ -14,7 +15,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use loopgate_domain::audit::{next_event, Event};
 use serde_json::Value;
-use sqlx::{Connection, SqliteConnection};
+use super::db::Conn;
+use sqlx::Connection;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -24,7 +26,9 @@ pub const MAX_BATCH: usize = 256;
 
 /// The write transaction a job runs in.
 pub struct Tx {
-    pub conn: SqliteConnection,
+    pub conn: Conn,
+    /// This node's id, so other nodes can tell our notifications from theirs.
+    node: String,
     /// The job's clock reading: one `now` per job keeps its rows and events consistent.
     pub now: DateTime<Utc>,
     events: Vec<Event>,
@@ -87,6 +91,7 @@ impl Tx {
         .execute(&mut self.conn)
         .await?;
         self.enqueue_webhooks(&e).await?;
+        super::db::notify(&mut self.conn, &self.node, &e).await?;
         self.events.push(e);
         Ok(())
     }
@@ -175,10 +180,16 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(conn: SqliteConnection, events: broadcast::Sender<Arc<Event>>) -> Writer {
+    pub fn spawn(
+        conn: Conn,
+        events: broadcast::Sender<Arc<Event>>,
+        url: String,
+        options: crate::StoreOptions,
+        node: String,
+    ) -> Writer {
         // Bounded: under overload callers wait here instead of memory growing without limit.
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(conn, rx, events));
+        tokio::spawn(run(conn, rx, events, url, options, node));
         Writer { jobs }
     }
 
@@ -205,16 +216,21 @@ impl Writer {
 }
 
 async fn run(
-    conn: SqliteConnection,
+    conn: Conn,
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     events: broadcast::Sender<Arc<Event>>,
+    url: String,
+    options: crate::StoreOptions,
+    node: String,
 ) {
     let mut tx = Tx {
         conn,
+        node,
         now: Utc::now(),
         events: Vec::new(),
     };
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut broken = false;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -223,14 +239,37 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let outcome = run_batch(&mut tx, &mut batch).await;
-        if outcome.is_ok() {
-            for e in tx.events.drain(..) {
-                // No subscribers is fine: the events are in the audit log.
-                let _ = events.send(Arc::new(e));
+        if broken {
+            // The database went away: reconnect before trying this batch. Until it is back,
+            // callers get 503s (nothing acknowledged is lost: it was committed before).
+            match super::db::reconnect(&url, &options).await {
+                Ok(conn) => {
+                    tx.conn = conn;
+                    broken = false;
+                    tracing::info!("the writer reconnected to the database");
+                }
+                Err(e) => {
+                    for job in batch.drain(..) {
+                        job.complete(Err(StoreError::Unavailable(e.to_string())));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
             }
-        } else {
-            tx.events.clear();
+        }
+        let outcome = run_batch(&mut tx, &mut batch).await;
+        match &outcome {
+            Ok(()) => {
+                for e in tx.events.drain(..) {
+                    // No subscribers is fine: the events are in the audit log.
+                    let _ = events.send(Arc::new(e));
+                }
+            }
+            Err(e) => {
+                tx.events.clear();
+                broken = matches!(e, StoreError::Unavailable(_)) || lost_connection(&mut tx).await;
+                tracing::warn!(error = %e, jobs = batch.len(), "a write batch failed");
+            }
         }
         for job in batch.drain(..) {
             let commit = match &outcome {
@@ -243,8 +282,16 @@ async fn run(
     let _ = tx.conn.close().await;
 }
 
+/// After a failed batch: is the connection still usable?
+async fn lost_connection(tx: &mut Tx) -> bool {
+    sqlx::query("SELECT 1").execute(&mut tx.conn).await.is_err()
+}
+
 async fn run_batch(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<()> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut tx.conn).await?;
+    if let Err(e) = super::db::begin(&mut tx.conn).await {
+        rollback(tx).await;
+        return Err(e);
+    }
     for job in batch.iter_mut() {
         tx.now = Utc::now();
         let mark = tx.events.len();

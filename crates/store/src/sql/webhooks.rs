@@ -1,18 +1,19 @@
 //! Webhook endpoints and the outbox's delivery bookkeeping on SQLite.
 
 use super::writer::Tx;
-use super::{ms_to_time, opt_time, parse_uuid};
+use super::store::{ms_to_time, opt_time, parse_uuid};
 use crate::records::*;
 use crate::{NewWebhook, Result, StoreError};
 use serde_json::json;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use super::db::DbRow;
+use super::db::Conn;
+use sqlx::Row;
 use uuid::Uuid;
 
 const WEBHOOK_COLUMNS: &str =
     "id, url, events, format, status, disabled_reason, created_at, created_by";
 
-fn webhook_from_row(row: &SqliteRow) -> Result<WebhookRecord> {
+fn webhook_from_row(row: &DbRow) -> Result<WebhookRecord> {
     let events: String = row.try_get("events")?;
     Ok(WebhookRecord {
         id: parse_uuid(row.try_get("id")?)?,
@@ -63,7 +64,7 @@ pub(crate) async fn create_in_tx(tx: &mut Tx, new: NewWebhook) -> Result<Webhook
     })
 }
 
-pub(crate) async fn list(c: &mut SqliteConnection, ws: &str) -> Result<Vec<WebhookRecord>> {
+pub(crate) async fn list(c: &mut Conn, ws: &str) -> Result<Vec<WebhookRecord>> {
     let sql = format!(
         "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE workspace = $1 AND status != 'deleted' ORDER BY created_at"
     );
@@ -101,7 +102,7 @@ pub(crate) async fn delete_in_tx(tx: &mut Tx, ws: String, id: Uuid, actor: Strin
 }
 
 pub(crate) async fn deliveries(
-    c: &mut SqliteConnection,
+    c: &mut Conn,
     ws: &str,
     webhook_id: Uuid,
     limit: i64,
@@ -267,7 +268,7 @@ pub(crate) async fn record_in_tx(tx: &mut Tx, id: String, outcome: DeliveryOutco
     Ok(())
 }
 
-pub(crate) async fn next_due(c: &mut SqliteConnection) -> Result<Option<i64>> {
+pub(crate) async fn next_due(c: &mut Conn) -> Result<Option<i64>> {
     let row: Option<(Option<i64>,)> =
         sqlx::query_as("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
             .fetch_optional(&mut *c)

@@ -1,17 +1,17 @@
 //! Oversight statistics on SQLite: counts in SQL, arithmetic in `loopgate_domain::stats`.
 
-use super::ms_to_time;
+use super::store::ms_to_time;
 use crate::records::*;
 use crate::Result;
 use loopgate_domain::stats::{percentile, proportion};
-use sqlx::SqliteConnection;
+use super::db::Conn;
 
 fn count(n: Option<i64>) -> u64 {
     u64::try_from(n.unwrap_or(0)).unwrap_or(0)
 }
 
 pub(crate) async fn stats(
-    c: &mut SqliteConnection,
+    c: &mut Conn,
     ws: &str,
     since: i64,
     now: i64,
@@ -106,7 +106,7 @@ pub(crate) async fn stats(
             SELECT (created_at - $2) / $3,
                    CASE WHEN status = 'delivered' AND review_id IS NULL THEN 1 ELSE 0 END
             FROM messages WHERE workspace = $1 AND role = 'ai' AND created_at >= $2
-         ) GROUP BY b",
+         ) AS submitted GROUP BY b",
     )
     .bind(ws)
     .bind(since)
