@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use loopgate_domain::auth::Role;
 use loopgate_domain::policy::Policy;
 use loopgate_domain::types::Name;
-use loopgate_store::Store;
+use loopgate_store::{Store, StoreOptions};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,17 @@ struct Cli {
     /// Database URL: sqlite://PATH (embedded, the default) or postgres://...
     #[arg(long, global = true, env = "LOOPGATE_DATABASE_URL")]
     database: Option<String>,
+    /// Connections in the read pool (the writer has one more of its own).
+    #[arg(
+        long,
+        global = true,
+        env = "LOOPGATE_DB_POOL_SIZE",
+        default_value_t = 8
+    )]
+    db_pool_size: u32,
+    /// PostgreSQL: abort any statement running longer than this (e.g. 30s; 0 for no limit).
+    #[arg(long, global = true, env = "LOOPGATE_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    db_statement_timeout: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -153,14 +164,27 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
 }
 
-async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    loopgate_store::open(url)
+async fn open(url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    loopgate_store::open_with(url, true, options)
         .await
-        .with_context(|| format!("cannot open the database {url}"))
+        .with_context(|| format!("cannot open the database {}", redact(url)))
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let database = cli.database.clone();
+    let options = StoreOptions {
+        pool_size: cli.db_pool_size,
+        statement_timeout: (!cli.db_statement_timeout.is_zero())
+            .then_some(cli.db_statement_timeout),
+    };
     let db = || {
         database
             .clone()
@@ -173,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             public_url,
         } => {
             init_logging();
-            let store = open(&db()).await?;
+            let store = open(&db(), &options).await?;
             if let Some(file) = policy {
                 let text = read_policy(&file)?;
                 if let Err(errors) = Policy::parse(&text) {
@@ -210,7 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 KeyRole::Reviewer => Role::Reviewer,
                 KeyRole::Admin => Role::Admin,
             };
-            let store = open(&db()).await?;
+            let store = open(&db(), &options).await?;
             let created = store
                 .create_key(workspace.as_str(), name.as_str(), role)
                 .await?;
@@ -256,7 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await?
             .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
-            let store = open(&db()).await?;
+            let store = open(&db(), &options).await?;
             let user = store
                 .create_user(workspace.as_str(), username.as_str(), role, &hash)
                 .await?;
@@ -275,9 +299,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify { workspace },
         } => {
             let url = db();
-            let store = loopgate_store::open_existing(&url)
+            let store = loopgate_store::open_with(&url, false, &options)
                 .await
-                .with_context(|| format!("cannot open the database {url}"))?;
+                .with_context(|| format!("cannot open the database {}", redact(&url)))?;
             let known = store.workspaces().await?;
             let workspaces = match workspace {
                 Some(w) if !known.contains(&w) => bail!("there is no workspace {w:?}"),
