@@ -706,7 +706,7 @@ async fn malformed_decisions_name_the_field() {
 #[tokio::test]
 async fn claims_are_leases_that_lapse() {
     let app = TestApp::spawn_with(Config {
-        claim_lease: Duration::from_millis(300),
+        claim_lease: Duration::from_millis(1500),
         ..test_config()
     })
     .await;
@@ -721,7 +721,7 @@ async fn claims_are_leases_that_lapse() {
     assert_eq!(next(&app, &app.bob, "").await.0, StatusCode::NO_CONTENT);
 
     // After the lease, next hands it out again.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     let (s, r) = next(&app, &app.bob, "").await;
     assert_eq!(
         s,
@@ -737,7 +737,7 @@ async fn claims_are_leases_that_lapse() {
     assert_eq!(s, StatusCode::CONFLICT);
 
     // After bob's lease lapses too, ann can claim it directly and decide it.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     let (s, r) = claim(&app, &app.ann, &rid).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["claimed_by"], "ann");
@@ -751,7 +751,7 @@ async fn claims_are_leases_that_lapse() {
 #[tokio::test]
 async fn a_lapsed_claim_lets_another_reviewer_decide() {
     let app = TestApp::spawn_with(Config {
-        claim_lease: Duration::from_millis(300),
+        claim_lease: Duration::from_millis(1500),
         ..test_config()
     })
     .await;
@@ -764,7 +764,7 @@ async fn a_lapsed_claim_lets_another_reviewer_decide() {
             .0,
         StatusCode::CONFLICT
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     let r = review(&app, &rid).await;
     assert_ne!(r["claimed_by"], "ann", "the lease lapsed: {r}");
     let (s, r) = app
@@ -781,7 +781,7 @@ async fn a_lapsed_claim_lets_another_reviewer_decide() {
 #[tokio::test]
 async fn next_hands_out_a_lapsed_claim_without_waiting_for_the_sweep() {
     let app = TestApp::spawn_with(Config {
-        claim_lease: Duration::from_millis(300),
+        claim_lease: Duration::from_millis(1500),
         // The sweep runs once at start, then not again during this test.
         sweep_interval: Duration::from_secs(60),
         ..test_config()
@@ -791,7 +791,7 @@ async fn next_hands_out_a_lapsed_claim_without_waiting_for_the_sweep() {
     let (_, rid) = held(&app, "plain", json!({})).await;
     let (s, r) = next(&app, &app.ann, "").await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
 
     // claim already treats the lease as over ...
     let (s, r) = claim(&app, &app.bob, &rid).await;
@@ -801,7 +801,7 @@ async fn next_hands_out_a_lapsed_claim_without_waiting_for_the_sweep() {
     // ... and so does next, for a claim that lapsed without anyone touching it.
     let (s, r) = next(&app, &app.ann, "").await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     let (s, r) = next(&app, &app.bob, "").await;
     assert_eq!(
         s,
