@@ -117,14 +117,7 @@ pub async fn audit(
             .filter(|a| *a >= 0)
             .ok_or_else(|| ApiError::invalid("after", "must be a seq, a whole number >= 0"))?,
     };
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 1000"))?,
-    };
+    let limit = super::whole_number(q.limit.as_deref(), "limit", 100, 1..=1000)?;
     let events = state
         .store
         .audit_events(&admin.workspace, after, limit)

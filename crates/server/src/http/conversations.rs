@@ -109,14 +109,7 @@ pub async fn list(
             ));
         }
     }
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 500"))?,
-    };
+    let limit = super::whole_number(q.limit.as_deref(), "limit", 100, 1..=500)?;
     let conversations = state
         .store
         .list_conversations(&reviewer.workspace, q.state.as_deref(), limit)

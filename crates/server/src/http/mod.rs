@@ -128,6 +128,34 @@ pub fn parse_id(raw: &str, field: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::bad_request(field, format!("{raw:?} is not a valid id")))
 }
 
+/// A whole-number query parameter within `range`, `default` when absent; a bad value is a 422
+/// naming the parameter.
+pub fn whole_number(
+    raw: Option<&str>,
+    field: &str,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    field,
+                    format!(
+                        "must be a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            }),
+    }
+}
+
 /// Query-string values, parsed by hand so each problem names its parameter.
 pub fn parse_query<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
     serde_urlencoded::from_str(raw.unwrap_or(""))

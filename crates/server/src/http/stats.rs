@@ -40,14 +40,7 @@ pub async fn stats(
                 ApiError::invalid("window", "a duration such as 1h, 24h or 30d, at most 400d")
             })?,
     };
-    let buckets = match q.buckets.as_deref() {
-        None => 24,
-        Some(b) => b
-            .parse::<i64>()
-            .ok()
-            .filter(|b| (1..=500).contains(b))
-            .ok_or_else(|| ApiError::invalid("buckets", "must be a whole number from 1 to 500"))?,
-    };
+    let buckets = super::whole_number(q.buckets.as_deref(), "buckets", 24, 1..=500)?;
     let since = chrono::Utc::now().timestamp_millis() - window.as_millis() as i64;
     Ok(Json(
         state

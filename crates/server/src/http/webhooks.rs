@@ -178,14 +178,7 @@ pub async fn deliveries(
 ) -> ApiResult<Json<DeliveryList>> {
     let id = parse_id(&id, "id")?;
     let q: DeliveriesQuery = parse_query(query.as_deref())?;
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 500"))?,
-    };
+    let limit = super::whole_number(q.limit.as_deref(), "limit", 100, 1..=500)?;
     Ok(Json(DeliveryList {
         deliveries: state.store.deliveries(&admin.workspace, id, limit).await?,
     }))
