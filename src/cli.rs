@@ -79,6 +79,15 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// An MCP server over stdio, acting as the agent whose token is in env LOOPGATE_TOKEN.
+    Mcp {
+        /// The Loopgate server to talk to.
+        #[arg(long, env = "LOOPGATE_URL", default_value = loopgate_client::DEFAULT_URL)]
+        url: String,
+        /// How long request_approval and ask_human wait for a human before answering `pending`.
+        #[arg(long, env = "LOOPGATE_MCP_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -319,6 +328,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("ok {total} events");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mcp { url, timeout } => {
+            crate::mcp::run(&url, timeout).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,8 +1,8 @@
 //! Loopgate's storage. The [`Store`] trait is the whole persistence interface the server uses;
-//! [`sqlite::SqliteStore`] implements it (PostgreSQL will be a second implementation of the same
-//! trait, with the same conformance tests).
+//! [`sqlite::SqliteStore`] and [`postgres::PostgresStore`] implement it from one SQL code base,
+//! and the same story suite runs on both.
 //!
-//! Every operation that changes state commits the change, its audit event(s) and (later) its
+//! Every operation that changes state commits the change, its audit event(s) and its webhook
 //! outbox rows in one transaction, and publishes the committed events on a broadcast channel
 //! ([`Store::subscribe`]) that drives long-polls and live streams.
 //!
@@ -11,6 +11,9 @@
 //! - `sql/` (compiled into both backends): the store's SQL, its group-committing writer.
 //! - [`sqlite`]: the embedded default backend. [`postgres`]: for several nodes on one database.
 //! - [`secrets`]: token and password generation and hashing.
+
+// The files of `src/sql/` are deliberately compiled twice, once per backend (see ARCHITECTURE.md).
+#![allow(clippy::duplicate_mod)]
 
 pub mod postgres;
 pub mod records;
@@ -57,6 +60,18 @@ impl From<sqlx::Error> for StoreError {
                 StoreError::Unavailable(e.to_string())
             }
             sqlx::Error::Database(db) if db.message().contains("database is locked") => {
+                StoreError::Unavailable(e.to_string())
+            }
+            // PostgreSQL going away: admin shutdown or termination (57P01-03), connection
+            // exceptions (class 08), too many connections (53300). Retryable, nothing written.
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| {
+                    c.starts_with("57P") || c.starts_with("08") || c == "53300"
+                }) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => {
                 StoreError::Unavailable(e.to_string())
             }
             _ => StoreError::Internal(e.to_string()),
@@ -195,6 +210,8 @@ pub trait Store: Send + Sync + 'static {
     // Audit.
     async fn audit_events(&self, workspace: &str, after: i64, limit: i64) -> Result<Vec<Event>>;
     async fn workspaces(&self) -> Result<Vec<String>>;
+    /// The seq of the workspace's newest event (0 when it has none).
+    async fn audit_head(&self, workspace: &str) -> Result<i64>;
     /// Walk one workspace's chain; `Ok(count)` or the first break.
     async fn verify_audit(
         &self,
@@ -215,6 +232,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(ConversationRecord, bool)>;
     async fn get_conversation(&self, workspace: &str, id: Uuid)
         -> Result<Option<ConversationView>>;
+    /// The conversation without its transcript (and without the list's last-message summary).
+    async fn conversation(&self, workspace: &str, id: Uuid) -> Result<Option<ConversationRecord>>;
     async fn list_conversations(
         &self,
         workspace: &str,
@@ -353,9 +372,13 @@ pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>> {
 /// Open with explicit connection settings.
 pub async fn open_with(url: &str, create: bool, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url, create, options).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(url, create, options).await?,
+        ))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(postgres::PostgresStore::open(url, create, options).await?))
+        Ok(Arc::new(
+            postgres::PostgresStore::open(url, create, options).await?,
+        ))
     } else {
         Err(StoreError::Invalid {
             field: "database",

@@ -117,13 +117,18 @@ pub async fn list(
     Ok(Json(ConversationList { conversations }))
 }
 
-/// A conversation the caller may see: reviewers any in their workspace, agents their own.
-pub async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ConversationView> {
+/// May this caller see this conversation? Reviewers any in their workspace, agents their own.
+fn may_see(caller: &Caller, c: &ConversationRecord) -> bool {
+    caller.role.can_review() || c.agent == caller.name
+}
+
+/// A conversation the caller may see (without its transcript), or 404.
+pub async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> ApiResult<ConversationRecord> {
     state
         .store
-        .get_conversation(&caller.workspace, id)
+        .conversation(&caller.workspace, id)
         .await?
-        .filter(|c| caller.role.can_review() || c.conversation.agent == caller.name)
+        .filter(|c| may_see(caller, c))
         .ok_or_else(|| ApiError::not_found("conversation"))
 }
 
@@ -140,7 +145,13 @@ pub async fn get_conversation(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConversationView>> {
     let id = parse_id(&id, "id")?;
-    Ok(Json(visible(&state, &caller, id).await?))
+    state
+        .store
+        .get_conversation(&caller.workspace, id)
+        .await?
+        .filter(|c| may_see(&caller, &c.conversation))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("conversation"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -204,7 +215,7 @@ pub async fn post_message(
             "only ai messages carry a confidence",
         ));
     }
-    let conversation = visible(&state, &caller, id).await?.conversation;
+    let conversation = visible(&state, &caller, id).await?;
     let confidence = req.confidence.map(f64::from);
     let (routing, policy_version) = if req.role == Role::Ai {
         let active = state.policies.active(&caller.workspace).await?;

@@ -71,12 +71,16 @@ pub async fn workspace_stream(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     let after = resume_point(&headers, query.as_deref())?;
-    Ok(stream(
-        state,
-        caller.workspace.clone(),
-        after,
-        Arc::new(|_| true),
-    ))
+    // Reviewers and admins see the whole workspace. An agent sees the events that name it
+    // (`data.agent`): its actions and its conversations, not other agents' customers nor the
+    // reviewers' internal work.
+    let filter: Filter = if caller.role.can_review() {
+        Arc::new(|_| true)
+    } else {
+        let me = caller.name.clone();
+        Arc::new(move |e: &Event| e.data.get("agent").and_then(|a| a.as_str()) == Some(me.as_str()))
+    };
+    Ok(stream(state, caller.workspace.clone(), after, filter))
 }
 
 #[utoipa::path(
@@ -169,14 +173,22 @@ async fn feed(
     tx: mpsc::Sender<SseEvent>,
 ) {
     let mut stopping = state.stopping.clone();
-    // The seq of the newest event of the workspace already handled (sent or filtered out).
-    let mut last: Option<i64> = None;
-    if let Some(a) = after {
-        match catch_up(&state, &workspace, a, &filter, &tx).await {
-            Ok(l) => last = Some(l),
-            Err(Stop) => return,
-        }
-    }
+    // The seq of the newest event of the workspace already handled (sent or filtered out). A new
+    // stream starts at the head of the log, so even its first lag is repaired from the log.
+    let start = match after {
+        Some(a) => a,
+        None => match state.store.audit_head(&workspace).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "an event stream cannot read the audit head; closing it");
+                return;
+            }
+        },
+    };
+    let mut last = match catch_up(&state, &workspace, start, &filter, &tx).await {
+        Ok(l) => Some(l),
+        Err(Stop) => return,
+    };
     loop {
         let received = tokio::select! {
             r = live.recv() => r,

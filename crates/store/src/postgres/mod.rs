@@ -24,8 +24,8 @@ pub mod db {
     pub type DbRow = sqlx::postgres::PgRow;
     pub type Pool = sqlx::PgPool;
 
-    /// The key of the advisory lock every write transaction takes ("LG" + "WRITE").
-    const WRITE_LOCK: i64 = 0x4c47_5752_4954_45;
+    /// The key of the advisory lock every write transaction takes ("LGWRITE" in ASCII).
+    const WRITE_LOCK: i64 = 0x004c_4757_5249_5445;
     const CHANNEL: &str = "loopgate_events";
 
     fn options(url: &str, opts: &StoreOptions) -> Result<PgConnectOptions> {
@@ -41,10 +41,9 @@ pub mod db {
 
     pub async fn connect(url: &str, _create: bool, opts: &StoreOptions) -> Result<(Pool, Conn)> {
         let options = options(url, opts)?;
-        let mut conn = options
-            .connect()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", redact(url))))?;
+        let mut conn = options.connect().await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot connect to {}: {e}", redact(url)))
+        })?;
         // Migrations from several nodes starting at once: sqlx takes an advisory lock itself.
         sqlx::migrate!("./migrations/postgres")
             .run(&mut conn)
@@ -115,8 +114,12 @@ pub mod db {
                 if from == node {
                     continue; // our own writer already published it
                 }
-                let Ok(seq) = seq.parse::<i64>() else { continue };
-                let Some(events) = events.upgrade() else { return };
+                let Ok(seq) = seq.parse::<i64>() else {
+                    continue;
+                };
+                let Some(events) = events.upgrade() else {
+                    return;
+                };
                 match fetch(&read, ws, seq).await {
                     Ok(Some(e)) => {
                         let _ = events.send(Arc::new(e));

@@ -1,13 +1,13 @@
 //! Console users, their sessions, and API key administration on SQLite.
 
-use super::writer::Tx;
+use super::db::Conn;
+use super::db::DbRow;
 use super::store::{corrupt, ms_to_time, opt_time, parse_uuid};
+use super::writer::Tx;
 use crate::records::*;
 use crate::{Result, StoreError};
 use loopgate_domain::auth::{token_hash, Role};
 use serde_json::json;
-use super::db::DbRow;
-use super::db::Conn;
 use sqlx::Row;
 use uuid::Uuid;
 

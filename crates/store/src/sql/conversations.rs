@@ -1,10 +1,12 @@
 //! Conversations, messages and feedback on SQLite: the state machine of
 //! `loopgate_domain::conversation` applied inside the writer's transaction.
 
-use super::writer::Tx;
+use super::db::Conn;
+use super::db::DbRow;
 use super::store::{
     corrupt, insert_review, ms_to_time, opt_time, opt_uuid, parse_json, parse_uuid, NewReview,
 };
+use super::writer::Tx;
 use crate::records::*;
 use crate::{ConversationChange, NewFeedback, NewMessage, Result, StoreError};
 use loopgate_domain::conversation::{
@@ -13,15 +15,22 @@ use loopgate_domain::conversation::{
 use loopgate_domain::policy::{sampled, OnTimeout, Outcome};
 use loopgate_domain::review::ReviewKind;
 use serde_json::json;
-use super::db::DbRow;
-use super::db::Conn;
 use sqlx::Row;
 use uuid::Uuid;
 
+/// For lists: each conversation with its newest message and its newest AI reply's confidence
+/// (each one index probe: `messages_by_conversation`, `messages_by_conversation_role`).
 const CONVERSATION_SELECT: &str = "SELECT c.id, c.workspace, c.agent, c.external_id, c.context, c.state, \
      c.assignee, c.turns, c.created_at, c.updated_at, \
-     (SELECT m.text FROM messages m WHERE m.conversation_id = c.id ORDER BY m.created_at DESC, m.id DESC LIMIT 1) AS last_message, \
-     (SELECT m.confidence FROM messages m WHERE m.conversation_id = c.id AND m.role = 'ai' ORDER BY m.created_at DESC, m.id DESC LIMIT 1) AS last_ai_confidence \
+     (SELECT m.text FROM messages m WHERE m.conversation_id = c.id ORDER BY m.created_at DESC LIMIT 1) AS last_message, \
+     (SELECT m.confidence FROM messages m WHERE m.conversation_id = c.id AND m.role = 'ai' ORDER BY m.created_at DESC LIMIT 1) AS last_ai_confidence \
+     FROM conversations c";
+
+/// One conversation, for the write path and access checks: no summary subqueries.
+const CONVERSATION_ONLY: &str =
+    "SELECT c.id, c.workspace, c.agent, c.external_id, c.context, c.state, \
+     c.assignee, c.turns, c.created_at, c.updated_at, \
+     CAST(NULL AS TEXT) AS last_message, CAST(NULL AS DOUBLE PRECISION) AS last_ai_confidence \
      FROM conversations c";
 
 fn conversation_from_row(row: &DbRow) -> Result<ConversationRecord> {
@@ -73,7 +82,7 @@ pub(crate) async fn load_conversation(
     ws: &str,
     id: &str,
 ) -> Result<Option<ConversationRecord>> {
-    let sql = format!("{CONVERSATION_SELECT} WHERE c.workspace = $1 AND c.id = $2");
+    let sql = format!("{CONVERSATION_ONLY} WHERE c.workspace = $1 AND c.id = $2");
     let row = sqlx::query(&sql)
         .bind(ws)
         .bind(id)
@@ -252,7 +261,7 @@ pub(crate) async fn post_in_tx(tx: &mut Tx, new: NewMessage) -> Result<MessageRe
         "message.created",
         &format!("message:{id}"),
         json!({
-            "conversation_id": cid, "message_id": id, "role": new.role.as_str(), "text": new.text,
+            "conversation_id": cid, "agent": conv.agent, "message_id": id, "role": new.role.as_str(), "text": new.text,
             "confidence": new.confidence, "status": status.as_str(), "review_id": review_id,
             "rule": routing.as_ref().and_then(|r| r.rule.clone()),
             "reason": routing.as_ref().map(|r| r.reason.clone()),
@@ -361,6 +370,8 @@ async fn set_state(
     .execute(&mut tx.conn)
     .await?;
     data["conversation_id"] = json!(conv.id);
+    // Agents' event streams carry the events that name them (see http/events.rs).
+    data["agent"] = json!(conv.agent);
     data["from"] = json!(conv.state.as_str());
     data["to"] = json!(to.as_str());
     tx.event(
@@ -377,6 +388,7 @@ async fn set_state(
 async fn deliver(
     tx: &mut Tx,
     ws: &str,
+    agent: &str,
     msg: &MessageRecord,
     text: Option<String>,
     actor: &str,
@@ -401,14 +413,21 @@ async fn deliver(
         "message.delivered",
         &format!("message:{}", msg.id),
         json!({
-            "conversation_id": msg.conversation_id, "message_id": msg.id, "edited": edited,
+            "conversation_id": msg.conversation_id, "agent": agent, "message_id": msg.id, "edited": edited,
             "text": if edited { text.as_deref().unwrap_or("") } else { msg.text.as_str() },
         }),
     )
     .await
 }
 
-async fn discard(tx: &mut Tx, ws: &str, msg: &MessageRecord, actor: &str, why: &str) -> Result<()> {
+async fn discard(
+    tx: &mut Tx,
+    ws: &str,
+    agent: &str,
+    msg: &MessageRecord,
+    actor: &str,
+    why: &str,
+) -> Result<()> {
     sqlx::query("UPDATE messages SET status = 'discarded' WHERE id = $1")
         .bind(msg.id.to_string())
         .execute(&mut tx.conn)
@@ -418,7 +437,7 @@ async fn discard(tx: &mut Tx, ws: &str, msg: &MessageRecord, actor: &str, why: &
         actor,
         "message.discarded",
         &format!("message:{}", msg.id),
-        json!({"conversation_id": msg.conversation_id, "message_id": msg.id, "reason": why}),
+        json!({"conversation_id": msg.conversation_id, "agent": agent, "message_id": msg.id, "reason": why}),
     )
     .await
 }
@@ -437,13 +456,14 @@ pub(crate) async fn after_decision(
         return Ok(());
     }
     let ws = review.workspace.clone();
+    let agent = review.agent.clone().unwrap_or_default();
     if let Some(mid) = review.message_id {
         if let Some(msg) = load_message(&mut tx.conn, &ws, &mid.to_string()).await? {
             if matches!(msg.status, MessageStatus::Held | MessageStatus::Escalated) {
                 if approved {
-                    deliver(tx, &ws, &msg, text, actor).await?;
+                    deliver(tx, &ws, &agent, &msg, text, actor).await?;
                 } else {
-                    discard(tx, &ws, &msg, actor, "rejected by a reviewer").await?;
+                    discard(tx, &ws, &agent, &msg, actor, "rejected by a reviewer").await?;
                 }
             }
         }
@@ -517,7 +537,7 @@ async fn settle_open_reviews(
         if let Some(mid) = mid {
             if let Some(msg) = load_message(&mut tx.conn, ws, &mid).await? {
                 if matches!(msg.status, MessageStatus::Held | MessageStatus::Escalated) {
-                    discard(tx, ws, &msg, actor, outcome).await?;
+                    discard(tx, ws, &conv.agent, &msg, actor, outcome).await?;
                 }
             }
         }
@@ -681,7 +701,7 @@ pub(crate) async fn feedback_in_tx(tx: &mut Tx, f: NewFeedback) -> Result<Feedba
         "feedback.created",
         &format!("feedback:{id}"),
         json!({
-            "conversation_id": conv.id, "message_id": msg.id, "rating": f.rating,
+            "conversation_id": conv.id, "agent": f.agent, "message_id": msg.id, "rating": f.rating,
             "comment": f.comment, "review_id": review_id,
         }),
     )

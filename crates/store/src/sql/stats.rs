@@ -1,10 +1,10 @@
 //! Oversight statistics on SQLite: counts in SQL, arithmetic in `loopgate_domain::stats`.
 
+use super::db::Conn;
 use super::store::ms_to_time;
 use crate::records::*;
 use crate::Result;
 use loopgate_domain::stats::{percentile, proportion};
-use super::db::Conn;
 
 fn count(n: Option<i64>) -> u64 {
     u64::try_from(n.unwrap_or(0)).unwrap_or(0)

@@ -200,11 +200,7 @@ fn event_from_row(row: &DbRow) -> Result<Event> {
 
 // ---- Queries shared by the read pool and the writer's transaction. ----
 
-pub(crate) async fn load_action(
-    c: &mut Conn,
-    ws: &str,
-    id: &str,
-) -> Result<Option<ActionRecord>> {
+pub(crate) async fn load_action(c: &mut Conn, ws: &str, id: &str) -> Result<Option<ActionRecord>> {
     let sql = format!("SELECT {ACTION_COLUMNS} FROM actions WHERE workspace = $1 AND id = $2");
     let row = sqlx::query(&sql)
         .bind(ws)
@@ -214,11 +210,7 @@ pub(crate) async fn load_action(
     row.as_ref().map(action_from_row).transpose()
 }
 
-pub(crate) async fn load_review(
-    c: &mut Conn,
-    ws: &str,
-    id: &str,
-) -> Result<Option<ReviewRecord>> {
+pub(crate) async fn load_review(c: &mut Conn, ws: &str, id: &str) -> Result<Option<ReviewRecord>> {
     let sql = format!("{REVIEW_SELECT} WHERE r.workspace = $1 AND r.id = $2");
     let row = sqlx::query(&sql)
         .bind(ws)
@@ -228,10 +220,7 @@ pub(crate) async fn load_review(
     row.as_ref().map(review_from_row).transpose()
 }
 
-pub(crate) async fn load_decisions(
-    c: &mut Conn,
-    review_id: &str,
-) -> Result<Vec<DecisionRecord>> {
+pub(crate) async fn load_decisions(c: &mut Conn, review_id: &str) -> Result<Vec<DecisionRecord>> {
     let rows = sqlx::query(
         "SELECT id, review_id, reviewer, verdict, arguments, text, grade, score, labels, comment, created_at
          FROM decisions WHERE review_id = $1 ORDER BY created_at, id",
@@ -242,11 +231,7 @@ pub(crate) async fn load_decisions(
     rows.iter().map(decision_from_row).collect()
 }
 
-pub(crate) async fn load_detail(
-    c: &mut Conn,
-    ws: &str,
-    id: &str,
-) -> Result<Option<ReviewDetail>> {
+pub(crate) async fn load_detail(c: &mut Conn, ws: &str, id: &str) -> Result<Option<ReviewDetail>> {
     let Some(review) = load_review(c, ws, id).await? else {
         return Ok(None);
     };
@@ -764,7 +749,8 @@ impl Store for SqlStore {
         // Built with placeholders numbered by QueryBuilder, so only the filters in use are bound.
         let now = Utc::now().timestamp_millis();
         let mut q = sqlx::QueryBuilder::<db::Db>::new(REVIEW_SELECT);
-        q.push(" WHERE r.workspace = ").push_bind(workspace.to_owned());
+        q.push(" WHERE r.workspace = ")
+            .push_bind(workspace.to_owned());
         match filter.status.as_deref() {
             None | Some("open") => {
                 q.push(" AND r.status IN ('pending', 'claimed')");
@@ -777,7 +763,8 @@ impl Store for SqlStore {
                     .push("))");
             }
             Some("claimed") => {
-                q.push(" AND r.status = 'claimed' AND r.claim_expires_at > ").push_bind(now);
+                q.push(" AND r.status = 'claimed' AND r.claim_expires_at > ")
+                    .push_bind(now);
             }
             Some(other) => {
                 q.push(" AND r.status = ").push_bind(other.to_owned());
@@ -1044,6 +1031,15 @@ impl Store for SqlStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn audit_head(&self, workspace: &str) -> Result<i64> {
+        let head: Option<(i64,)> =
+            sqlx::query_as("SELECT seq FROM audit_heads WHERE workspace = $1")
+                .bind(workspace)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(head.map_or(0, |h| h.0))
+    }
+
     async fn workspaces(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as("SELECT name FROM workspaces ORDER BY name")
             .fetch_all(&self.read)
@@ -1134,6 +1130,11 @@ impl Store for SqlStore {
     ) -> Result<Option<ConversationView>> {
         let mut c = self.read.acquire().await?;
         conversations::load_view(&mut c, workspace, &id.to_string()).await
+    }
+
+    async fn conversation(&self, workspace: &str, id: Uuid) -> Result<Option<ConversationRecord>> {
+        let mut c = self.read.acquire().await?;
+        conversations::load_conversation(&mut c, workspace, &id.to_string()).await
     }
 
     async fn list_conversations(

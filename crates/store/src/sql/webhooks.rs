@@ -1,12 +1,12 @@
 //! Webhook endpoints and the outbox's delivery bookkeeping on SQLite.
 
-use super::writer::Tx;
+use super::db::Conn;
+use super::db::DbRow;
 use super::store::{ms_to_time, opt_time, parse_uuid};
+use super::writer::Tx;
 use crate::records::*;
 use crate::{NewWebhook, Result, StoreError};
 use serde_json::json;
-use super::db::DbRow;
-use super::db::Conn;
 use sqlx::Row;
 use uuid::Uuid;
 

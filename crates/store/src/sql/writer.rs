@@ -10,12 +10,12 @@
 //! returned, so every acknowledged write is durable (WAL with `synchronous=FULL`), and events are
 //! published only then, so nobody is told of a change that could still be rolled back.
 
+use super::db::Conn;
 use crate::{Result, StoreError};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use loopgate_domain::audit::{next_event, Event};
 use serde_json::Value;
-use super::db::Conn;
 use sqlx::Connection;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -163,6 +163,8 @@ where
 
     fn complete(self: Box<Self>, commit: Result<()>) {
         let answer = match (self.result, commit) {
+            // The batch failed too: a job's "internal" error was most likely the same outage.
+            (Some(Err(StoreError::Internal(_))), Err(e)) => Err(e),
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(v)), Ok(())) => Ok(v),
             (_, Err(e)) => Err(e),
