@@ -1,5 +1,6 @@
 //! `loopgate demo`: the server over a `demo` workspace with a realistic policy, fresh tokens and
-//! two simulated agents producing steady, varied traffic, so the queues fill like real life.
+//! three simulated agents producing steady, varied traffic, so the queues fill like real life:
+//! two propose actions, the third (`chat-bot`) holds live conversations with customers.
 //!
 //! The agents are ordinary API clients: they talk to the server over HTTP with their own agent
 //! tokens, exactly as a customer's code would, so the demo exercises the real path (auth,
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// The workspace the demo fills.
@@ -38,9 +39,10 @@ const USERS: [(&str, Role, &str); 2] = [
 ];
 
 /// API keys created on every run (a token is only visible when created).
-const KEYS: [(&str, Role); 4] = [
+const KEYS: [(&str, Role); 5] = [
     ("support-bot", Role::Agent),
     ("ops-bot", Role::Agent),
+    (CHAT_BOT, Role::Agent),
     ("alice", Role::Reviewer),
     ("admin", Role::Admin),
 ];
@@ -54,6 +56,19 @@ const WATCHERS_PER_AGENT: usize = 6;
 
 /// Rounds of `?wait=30` a watcher spends on one action before it stops caring.
 const WATCH_ROUNDS: u32 = 6;
+
+/// The simulated agent that holds conversations.
+const CHAT_BOT: &str = "chat-bot";
+
+/// Conversations the chat bot is actively holding at once: enough for a lively live view.
+const CHATS_AT_ONCE: usize = 10;
+
+/// Conversations handed to a human that the chat bot still looks in on now and then, to close them
+/// once the human is done. Beyond this it leaves them to the humans.
+const CHATS_FOLLOWED_UP: usize = 30;
+
+/// Looks, about half a minute apart, at a conversation waiting for a human before leaving it be.
+const FOLLOW_UP_ROUNDS: u32 = 10;
 
 /// Run the demo until Ctrl-C or SIGTERM.
 pub async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
@@ -99,15 +114,9 @@ pub async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
         .context("cannot build the HTTP client")?;
     let mut agents = JoinSet::new();
     for profile in [Profile::Support, Profile::Ops] {
-        let token = setup
-            .tokens
-            .iter()
-            .find(|t| t.name == profile.name())
-            .map(|t| t.token.clone())
-            .ok_or_else(|| anyhow!("no token for {}", profile.name()))?;
         let agent = Agent {
             profile,
-            token,
+            token: setup.token(profile.name())?,
             base: base.clone(),
             http: http.clone(),
             messages: messages.clone(),
@@ -116,6 +125,16 @@ pub async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
         };
         agents.spawn(agent.run());
     }
+    let chat_bot = ChatBot {
+        token: setup.token(CHAT_BOT)?,
+        base: base.clone(),
+        http: http.clone(),
+        messages: messages.clone(),
+        active: Arc::new(Semaphore::new(CHATS_AT_ONCE)),
+        followed: Arc::new(Semaphore::new(CHATS_FOLLOWED_UP)),
+        stop: agents_stopping.clone(),
+    };
+    agents.spawn(chat_bot.run());
 
     let server_ended_early = tokio::select! {
         _ = crate::cli::shutdown_signal() => None,
@@ -180,6 +199,17 @@ struct Setup {
     tokens: Vec<Token>,
     /// Per user: whether this run created it (false: it existed, its password is unchanged).
     users: Vec<(&'static str, Role, &'static str, bool)>,
+}
+
+impl Setup {
+    /// The token created for the key `name`.
+    fn token(&self, name: &str) -> anyhow::Result<String> {
+        self.tokens
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.token.clone())
+            .ok_or_else(|| anyhow!("no token for {name}"))
+    }
 }
 
 /// The workspace, its policy, keys and users.
@@ -296,7 +326,11 @@ fn banner(base: &str, database: &str, setup: &Setup) -> String {
         "Policy: demo/policy.toml, version {}, {} rules (GET /v1/policy with the admin token).",
         setup.policy_version, setup.rules
     ));
-    line("Simulated agents support-bot and ops-bot are submitting actions now; Ctrl-C stops the demo.".to_owned());
+    line(
+        "Simulated agents support-bot and ops-bot are submitting actions now, and chat-bot is"
+            .to_owned(),
+    );
+    line("chatting with customers (its answers go through the message rules); Ctrl-C stops the demo.".to_owned());
     line(String::new());
     line("Try it:".to_owned());
     let alice = token_of("alice");
@@ -312,6 +346,24 @@ fn banner(base: &str, database: &str, setup: &Setup) -> String {
     line(format!(
         "  curl -s -X POST '{base}/v1/actions' -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{\"name\":\"issue_refund\",\"arguments\":{{\"amount\":620,\"currency\":\"GBP\",\"order_id\":\"ord_10001\",\"customer_id\":\"cus_10001\"}},\"confidence\":0.93,\"context\":{{\"customer\":{{\"id\":\"cus_10001\",\"tier\":\"standard\"}},\"channel\":\"chat\"}}}}'",
         token_of("support-bot")
+    ));
+    line("  # 4. as alice, list the live conversations (most recently active first)".to_owned());
+    line(format!(
+        "  curl -s '{base}/v1/conversations?state=open' -H 'Authorization: Bearer {alice}'"
+    ));
+    line("  # 5. take over the chat chat-bot touched last: its next answer there is refused with 409".to_owned());
+    line(format!(
+        "  CONVERSATION_ID=$(curl -s '{base}/v1/conversations?state=ai&limit=1' -H 'Authorization: Bearer {alice}' | grep -o '\"id\":\"[^\"]*\"' | head -n1 | cut -d'\"' -f4); echo \"$CONVERSATION_ID\""
+    ));
+    line(format!(
+        "  curl -s -X POST \"{base}/v1/conversations/$CONVERSATION_ID/takeover\" -H 'Authorization: Bearer {alice}' -H 'Content-Type: application/json' -d '{{\"reason\":\"spot check\"}}'"
+    ));
+    line("  # 6. answer the customer as a human, then hand the chat back to the bot".to_owned());
+    line(format!(
+        "  curl -s -X POST \"{base}/v1/conversations/$CONVERSATION_ID/messages\" -H 'Authorization: Bearer {alice}' -H 'Content-Type: application/json' -d '{{\"role\":\"human\",\"text\":\"Hello, this is Alice from Northwind Bank. I will take it from here.\"}}'"
+    ));
+    line(format!(
+        "  curl -s -X POST \"{base}/v1/conversations/$CONVERSATION_ID/handback\" -H 'Authorization: Bearer {alice}'"
     ));
     out
 }
@@ -579,6 +631,11 @@ impl Customer {
         }
     }
 
+    /// "Maya Chen (cus_12345, plus)", for the log.
+    fn describe(&self) -> String {
+        format!("{} {} ({}, {})", self.first, self.last, self.id, self.tier)
+    }
+
     fn email(&self, rng: &mut impl Rng) -> String {
         let domain = ["example.com", "example.org", "example.net"]
             .choose(rng)
@@ -643,6 +700,22 @@ fn topic(intent: &str) -> String {
 
 /// Topic tags a support desk would put on the ticket.
 fn tags(intent: &str, text: &str, rng: &mut impl Rng) -> Vec<&'static str> {
+    let mut tags = topic_tags(intent);
+    let t = text.to_lowercase();
+    if ["urgent", "immediately", "asap", "now!"]
+        .iter()
+        .any(|w| t.contains(w))
+    {
+        tags.push("urgent");
+    }
+    if rng.gen_bool(0.1) {
+        tags.push("repeat-contact");
+    }
+    tags
+}
+
+/// The topics of an intent, most specific first; `general` when none fits. Never empty.
+fn topic_tags(intent: &str) -> Vec<&'static str> {
     let i = intent.to_lowercase();
     let mut tags = Vec::new();
     for (needle, tag) in [
@@ -669,16 +742,6 @@ fn tags(intent: &str, text: &str, rng: &mut impl Rng) -> Vec<&'static str> {
     }
     if tags.is_empty() {
         tags.push("general");
-    }
-    let t = text.to_lowercase();
-    if ["urgent", "immediately", "asap", "now!"]
-        .iter()
-        .any(|w| t.contains(w))
-    {
-        tags.push("urgent");
-    }
-    if rng.gen_bool(0.1) {
-        tags.push("repeat-contact");
     }
     tags
 }
@@ -1071,6 +1134,741 @@ impl Agent {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The chat bot: live conversations
+
+/// Canned answers per topic (the first of [`topic_tags`]), as a retrieval-backed support bot would
+/// give them. None touches a sensitive topic: only the scripted turns of [`SENSITIVE_TURNS`] and
+/// the front end's tags send a conversation to the specialists or compliance.
+const ANSWERS: &[(&str, &[&str])] = &[
+    ("refunds", &[
+        "I can see why that's frustrating. Refunds from merchants usually reach your account within 5 working days; if it still isn't there after that, reply here and I'll raise it with our payments team.",
+        "Thanks for flagging this. I've opened a dispute with the merchant for you, and you'll get an update in the app within 2 working days.",
+        "If you were charged twice, the second payment is usually a pending authorisation that drops off by itself within 3 to 5 days. If it has already settled, I can start a chargeback for you.",
+    ]),
+    ("cards", &[
+        "New cards normally arrive within 3 to 5 working days of being ordered. You can follow the delivery under Card > Track delivery in the app.",
+        "Sorry your card isn't working. Please check it isn't frozen under Card > Settings; if it isn't, I can send you a free replacement today.",
+        "Card payments can be declined when online payments are switched off or the merchant is in a blocked category. You can change both under Card > Security.",
+    ]),
+    ("transfers", &[
+        "Transfers between UK accounts usually arrive within 2 hours; international transfers can take 1 to 3 working days depending on the country.",
+        "Your transfer is still pending while the receiving bank checks it. It will either complete or come back to you within 1 working day.",
+        "A transfer to the wrong account can be recalled if the money hasn't been collected yet. Open the payment in the app and choose 'Report a problem', and we'll contact the receiving bank.",
+    ]),
+    ("top-ups", &[
+        "Top-ups by debit card are instant; bank transfers can take up to 1 working day. A card top-up that shows as pending usually clears within an hour.",
+        "Top-ups can fail when the card's bank blocks the payment. Please try again, or top up by bank transfer with the details under Account > Top up.",
+    ]),
+    ("fx", &[
+        "We use the interbank exchange rate, with a small markup at weekends. You can see the exact rate in the app before you confirm any exchange.",
+        "Card payments in another currency are converted at the rate on the day the payment settles, which is why the final amount can differ slightly from what you saw at the till.",
+    ]),
+    ("kyc", &[
+        "To verify your identity we need a photo of your passport or driving licence and a quick selfie. Checks usually take a few minutes, occasionally up to 24 hours.",
+        "Your verification is still in progress. If we need anything else we will message you in the app; there's nothing you need to do right now.",
+    ]),
+    ("cash", &[
+        "Cash withdrawals are free up to 200 GBP a month; after that a 2% fee applies. You can see what you have left under Account > Allowances.",
+        "If the cash machine gave you the wrong amount, send me the date, time and place of the withdrawal and I'll open a claim with its operator.",
+    ]),
+    ("security", &[
+        "I've frozen your card as a precaution so nobody can use it. You can order a replacement in the app and dispute any payment you don't recognise from there.",
+        "For your security we never ask for your PIN or full card number. You can see your PIN in the app under Card > Show PIN once you've confirmed it's you.",
+    ]),
+    ("account", &[
+        "You can update your personal details under Profile > Personal details. Some changes, like your name, need a photo of an ID document.",
+        "I'm sorry to hear you'd like to leave. Please move any remaining balance out first; you can then close the account under Profile > Close account.",
+    ]),
+    ("general", &[
+        "Thanks for getting in touch. You'll find this under Help in the app, and I'm happy to walk you through it step by step.",
+        "Good question. Our help centre covers this under Account > Help > Payments; would you like me to send you the link?",
+        "I've had a look and everything on your account appears to be in order. Is there anything specific you'd like me to check?",
+    ]),
+];
+
+/// A customer's turn on a sensitive topic and the bot's answer to it: `(topic, customer, answer)`.
+/// The answers' wording is what the policy's sensitive-topic rules recognise in `message.text`.
+const SENSITIVE_TURNS: [(&str, &str, &str); 8] = [
+    (
+        "medical",
+        "I've just come out of hospital and missed some payments. I'm really worried about it.",
+        "I'm sorry you've been in hospital. We can pause some payments while you recover; let me check what's possible on your account.",
+    ),
+    (
+        "medical",
+        "I'm on strong medication at the moment and I don't remember making these payments.",
+        "Thank you for telling me. If your medication may have affected these payments, we can go through them together and pause your card meanwhile.",
+    ),
+    (
+        "legal",
+        "My solicitor says you are liable for this and I want your answer in writing.",
+        "Understood. I've noted that your solicitor is involved, and you will get a written answer on liability from the right team.",
+    ),
+    (
+        "legal",
+        "If this isn't fixed today I'm taking you to court.",
+        "I'm sorry it has come to this. I'd like a colleague to look at your case before any legal steps, so that nothing is missed.",
+    ),
+    (
+        "legal",
+        "My mother can't manage her money any more and I have power of attorney. How do I run her account?",
+        "Thank you for letting us know. With a registered power of attorney you can manage the account for her; I'll explain how we add you.",
+    ),
+    (
+        "financial advice",
+        "Should I move my savings into crypto or keep them here?",
+        "I can't recommend one over the other, but many customers keep an emergency fund in savings and only put money they can spare into crypto or other investments.",
+    ),
+    (
+        "financial advice",
+        "Is it better to pay off my credit card or put the money into my pension?",
+        "Paying off expensive debt first is often sensible, but whether a pension payment makes more sense depends on your situation.",
+    ),
+    (
+        "financial advice",
+        "Once the refund arrives, would stocks be a good idea for it?",
+        "Whether stocks suit you depends on your goals and how long you can leave the money alone. Here are some things to weigh up.",
+    ),
+];
+
+/// A customer's everyday follow-up and the bot's answer to it.
+const FOLLOW_UPS: [(&str, &str); 4] = [
+    (
+        "Thanks. How long will that take?",
+        "Usually 1 to 3 working days. I'll keep this chat open in case you have more questions.",
+    ),
+    (
+        "I already tried that and it still doesn't work.",
+        "Sorry about that. I've added a note to your account so the team can see what you've already tried, and they'll be in touch.",
+    ),
+    (
+        "OK, and is there a fee for that?",
+        "There's no fee for that on your current plan.",
+    ),
+    (
+        "Can I do that in the app?",
+        "Yes: everything I described is in the app, and the Help tab walks you through it.",
+    ),
+];
+
+const THUMBS_DOWN: [&str; 5] = [
+    "That didn't answer my question.",
+    "I already tried that, it doesn't help.",
+    "Too generic. I need a real answer.",
+    "There is no such menu in my app.",
+    "Wrong: this is not what I asked about.",
+];
+
+const THUMBS_UP: [&str; 3] = ["Quick and clear, thanks!", "That solved it.", "Helpful."];
+
+const GOODBYES: [&str; 4] = [
+    "Thanks, that's all!",
+    "Great, thank you.",
+    "OK, bye.",
+    "Perfect, cheers.",
+];
+
+/// One conversation the chat bot will hold, decided up front (so it can be checked without a
+/// server); what the server answers decides how much of it happens.
+#[derive(Debug, Clone)]
+struct ChatPlan {
+    external_id: String,
+    context: Value,
+    /// Who, about what: for the log.
+    summary: String,
+    first_name: &'static str,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// Someone is typing.
+    Pause(Duration),
+    /// The customer writes.
+    User(String),
+    /// The bot answers; if the answer reaches the customer, they may rate it.
+    Ai {
+        text: String,
+        confidence: f64,
+        rating: Option<Rating>,
+    },
+    /// The bot hands the conversation to a human by itself.
+    Escalate {
+        reason: &'static str,
+        queue: &'static str,
+        priority: i64,
+    },
+    /// The customer is done.
+    Close { reason: &'static str },
+}
+
+/// An end user's thumbs-up or thumbs-down on an answer they saw.
+#[derive(Debug, Clone)]
+struct Rating {
+    up: bool,
+    comment: &'static str,
+    /// How long the customer takes to click.
+    after: Duration,
+}
+
+fn secs(rng: &mut impl Rng, from: f64, to: f64) -> Duration {
+    Duration::from_secs_f64(rng.gen_range(from..to))
+}
+
+/// The customer typing a message.
+fn typing(rng: &mut impl Rng) -> Step {
+    Step::Pause(secs(rng, 3.0, 8.0))
+}
+
+/// The bot working out an answer.
+fn thinking(rng: &mut impl Rng) -> Step {
+    Step::Pause(secs(rng, 1.0, 3.0))
+}
+
+/// The bot's confidence in an everyday answer: mostly sure, some middling, a tail of unsure ones.
+fn answer_confidence(rng: &mut impl Rng) -> f64 {
+    let r: f64 = rng.gen();
+    let c = if r < 0.55 {
+        rng.gen_range(0.85..0.99)
+    } else if r < 0.85 {
+        rng.gen_range(0.6..0.85)
+    } else {
+        rng.gen_range(0.2..0.6)
+    };
+    (c * 100.0_f64).round() / 100.0
+}
+
+/// The canned answers on `topic`.
+fn answers_on(topic: &str) -> &'static [&'static str] {
+    ANSWERS
+        .iter()
+        .find(|(t, _)| *t == topic)
+        .or_else(|| ANSWERS.last())
+        .map_or(&[], |(_, answers)| *answers)
+}
+
+/// The customer's rating, if any: middling answers disappoint more often.
+fn rating(confidence: f64, rng: &mut impl Rng) -> Option<Rating> {
+    let down = if confidence < 0.8 { 0.25 } else { 0.08 };
+    let r: f64 = rng.gen();
+    let (up, comments): (bool, &[&'static str]) = if r < down {
+        (false, &THUMBS_DOWN)
+    } else if r < down + 0.1 {
+        (true, &THUMBS_UP)
+    } else {
+        return None;
+    };
+    Some(Rating {
+        up,
+        comment: comments.choose(rng).copied().unwrap_or("-"),
+        after: secs(rng, 2.0, 6.0),
+    })
+}
+
+/// An everyday answer on `topic`.
+fn answer(topic: &str, rng: &mut impl Rng) -> Step {
+    let confidence = answer_confidence(rng);
+    // An unsure bot has often misread the question: half its unsure answers are on another topic,
+    // which is what the reviewer of the held draft is there to catch.
+    let topic = if confidence < 0.6 && rng.gen_bool(0.5) {
+        ANSWERS.choose(rng).map_or(topic, |(t, _)| *t)
+    } else {
+        topic
+    };
+    let text = answers_on(topic)
+        .choose(rng)
+        .copied()
+        .unwrap_or("Thanks for getting in touch; let me look into this for you.");
+    Step::Ai {
+        text: text.to_owned(),
+        confidence,
+        rating: rating(confidence, rng),
+    }
+}
+
+fn ai(text: &str, confidence: f64) -> Step {
+    Step::Ai {
+        text: text.to_owned(),
+        confidence,
+        rating: None,
+    }
+}
+
+/// A conversation for the chat bot: a customer opens with a BANKING77 message, the bot answers,
+/// and then, at random: the customer asks for a human, brings up a sensitive topic, asks a
+/// follow-up, or is done; a possible fraud is handed to a human straight away.
+fn plan_chat(messages: &Messages, rng: &mut impl Rng) -> ChatPlan {
+    let opening = messages.any(rng);
+    let customer = Customer::random(rng);
+    let subject = topic_tags(&opening.intent)
+        .first()
+        .copied()
+        .unwrap_or("general");
+    let mut tags = tags(&opening.intent, &opening.text, rng);
+    // The chat front end flags some customers: known to be vulnerable, or in a legal dispute.
+    let flag: f64 = rng.gen();
+    if flag < 0.05 {
+        tags.push("medical");
+    } else if flag < 0.08 {
+        tags.push("legal");
+    }
+    let context = json!({
+        "customer": {"id": customer.id, "tier": customer.tier,
+                     "name": format!("{} {}", customer.first, customer.last)},
+        "channel": "chat",
+        "intent": opening.intent,
+        "tags": tags,
+        "language": "en",
+    });
+    let mut plan = ChatPlan {
+        external_id: format!("webchat-{}", uuid::Uuid::new_v4().simple()),
+        context,
+        summary: format!("{} about {}", customer.describe(), topic(&opening.intent)),
+        first_name: customer.first,
+        steps: vec![Step::User(opening.text.clone()), thinking(rng)],
+    };
+    let steps = &mut plan.steps;
+
+    if subject == "security" && rng.gen_bool(0.3) {
+        steps.push(ai(
+            "I'm sorry to hear that. I'm passing this to our fraud team straight away; meanwhile, please don't share any codes with anyone.",
+            0.93,
+        ));
+        steps.push(Step::Pause(secs(rng, 0.5, 1.5)));
+        steps.push(Step::Escalate {
+            reason: "possible fraud on the account: outside my competence",
+            queue: "specialists",
+            priority: 7,
+        });
+        return plan;
+    }
+
+    steps.push(answer(subject, rng));
+    let path: f64 = rng.gen();
+    if path < 0.06 {
+        steps.push(typing(rng));
+        steps.push(Step::User(
+            "Can I talk to a real person, please?".to_owned(),
+        ));
+        steps.push(thinking(rng));
+        steps.push(ai(
+            "Of course. I'm passing you to a colleague, who will be with you shortly.",
+            0.97,
+        ));
+        steps.push(Step::Pause(secs(rng, 0.5, 1.5)));
+        steps.push(Step::Escalate {
+            reason: "customer asks for a human",
+            queue: "support",
+            priority: 4,
+        });
+        return plan;
+    } else if path < 0.18 {
+        let (_, words, reply) = SENSITIVE_TURNS.choose(rng).copied().unwrap_or((
+            "financial advice",
+            "Should I move my savings into crypto or keep them here?",
+            "Some customers put money they can spare into crypto or other investments.",
+        ));
+        steps.push(typing(rng));
+        steps.push(Step::User(words.to_owned()));
+        steps.push(thinking(rng));
+        steps.push(ai(
+            reply,
+            (rng.gen_range(0.7..0.95_f64) * 100.0).round() / 100.0,
+        ));
+    } else if path < 0.5 {
+        steps.push(typing(rng));
+        if rng.gen_bool(0.5) {
+            // Asking again, in other words.
+            let again = messages.with_intent(&opening.intent, rng);
+            steps.push(Step::User(again.text.clone()));
+            steps.push(thinking(rng));
+            steps.push(answer(subject, rng));
+        } else {
+            let (words, reply) = FOLLOW_UPS.choose(rng).copied().unwrap_or(FOLLOW_UPS[0]);
+            steps.push(Step::User(words.to_owned()));
+            steps.push(thinking(rng));
+            let confidence = (rng.gen_range(0.75..0.98_f64) * 100.0).round() / 100.0;
+            steps.push(Step::Ai {
+                text: reply.to_owned(),
+                confidence,
+                rating: rating(confidence, rng),
+            });
+        }
+    }
+
+    // The customer reads, perhaps says goodbye, and leaves; now and then much later.
+    let linger = if rng.gen_bool(0.15) {
+        secs(rng, 40.0, 90.0)
+    } else {
+        secs(rng, 5.0, 25.0)
+    };
+    steps.push(Step::Pause(linger));
+    if rng.gen_bool(0.4) {
+        let bye = GOODBYES.choose(rng).copied().unwrap_or("Thanks.");
+        steps.push(Step::User(bye.to_owned()));
+        steps.push(Step::Pause(secs(rng, 1.0, 2.0)));
+        steps.push(Step::Close { reason: "resolved" });
+    } else {
+        steps.push(Step::Close {
+            reason: "the customer left the chat",
+        });
+    }
+    plan
+}
+
+/// `201`/`200` of `POST /v1/conversations`.
+#[derive(Debug, Deserialize)]
+struct Opened {
+    id: String,
+}
+
+/// `201` of `POST /v1/conversations/{id}/messages`.
+#[derive(Debug, Deserialize)]
+struct Posted {
+    id: String,
+    status: String,
+    rule: Option<String>,
+}
+
+/// `GET /v1/conversations/{id}`: the fields the bot looks at.
+#[derive(Debug, Deserialize)]
+struct ChatView {
+    state: String,
+    #[serde(default)]
+    messages: Vec<ChatMessage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    status: String,
+}
+
+/// `201` of `POST /v1/messages/{id}/feedback`.
+#[derive(Debug, Deserialize)]
+struct FeedbackGiven {
+    review_id: Option<String>,
+}
+
+/// Why a chat request did not go through.
+#[derive(Debug)]
+enum ChatFailure {
+    /// 409: the conversation's state forbids it (a human has it, or it is closed).
+    Refused(String),
+    Failed(RequestFailed),
+}
+
+/// How a conversation's scripted part ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChatEnd {
+    /// Closed, or given up after an error.
+    Done,
+    /// A human has it, or must act first: a held draft, an escalation, a takeover.
+    WithHuman,
+}
+
+/// The simulated chat bot: mirrors customer conversations into Loopgate, as a chatbot developer
+/// would, with its own agent token.
+struct ChatBot {
+    token: String,
+    base: String,
+    http: reqwest::Client,
+    messages: Arc<Messages>,
+    /// Conversations being held right now.
+    active: Arc<Semaphore>,
+    /// Conversations with a human that the bot looks in on.
+    followed: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+/// `text` in quotes, cut to a log line's worth.
+fn quote(text: &str) -> String {
+    let mut short: String = text.chars().take(100).collect();
+    if text.chars().count() > 100 {
+        short.push('…');
+    }
+    format!("{short:?}")
+}
+
+impl ChatBot {
+    /// Open a conversation every few seconds while fewer than [`CHATS_AT_ONCE`] are going on, until
+    /// told to stop. Failures are logged and waited out, as the other agents do.
+    async fn run(self) {
+        let bot = Arc::new(self);
+        let mut rng = StdRng::from_entropy();
+        let mut stop = bot.stop.clone();
+        let mut chats = JoinSet::new();
+        let mut failures: u32 = 0;
+        // The first conversation starts quickly, so a fresh demo's live view fills at once.
+        let mut pause = Duration::from_millis(rng.gen_range(200..800));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = until_stopped(&mut stop) => break,
+            }
+            while chats.try_join_next().is_some() {}
+            pause = secs(&mut rng, 2.0, 5.0);
+            let Ok(slot) = bot.active.clone().try_acquire_owned() else {
+                // As many conversations as the bot holds at once: wait for one to end.
+                continue;
+            };
+            let plan = plan_chat(&bot.messages, &mut rng);
+            let body = json!({"external_id": plan.external_id, "context": plan.context});
+            let opened = tokio::select! {
+                r = bot.call::<Opened>(reqwest::Method::POST, "/v1/conversations", Some(&body)) => r,
+                _ = until_stopped(&mut stop) => break,
+            };
+            match opened {
+                Ok(opened) => {
+                    failures = 0;
+                    tracing::info!(
+                        conversation = %opened.id,
+                        "{CHAT_BOT} opened a chat with {}",
+                        plan.summary
+                    );
+                    let bot = bot.clone();
+                    chats.spawn(async move {
+                        let mut stop = bot.stop.clone();
+                        tokio::select! {
+                            _ = bot.clone().converse(opened.id, plan, slot) => {}
+                            _ = until_stopped(&mut stop) => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!("{CHAT_BOT}: {}", e.describe());
+                }
+            }
+            // Back off while requests fail, up to 30 s, so a stopped server is not hammered.
+            pause += Duration::from_secs(u64::from(failures.min(5)) * 6);
+        }
+        if tokio::time::timeout(Duration::from_secs(2), async {
+            while chats.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            chats.abort_all();
+        }
+    }
+
+    /// Hold one conversation; one that ends up with a human is looked in on later, and closed
+    /// once the human is done.
+    async fn converse(self: Arc<Self>, id: String, plan: ChatPlan, slot: OwnedSemaphorePermit) {
+        let end = self.play(&id, &plan).await;
+        drop(slot);
+        if end == ChatEnd::WithHuman {
+            if let Ok(_following) = self.followed.clone().try_acquire_owned() {
+                self.follow_up(&id, &plan).await;
+            }
+        }
+    }
+
+    /// The plan's steps, for as long as the server lets the bot carry on.
+    async fn play(&self, id: &str, plan: &ChatPlan) -> ChatEnd {
+        let who = plan.first_name;
+        for step in &plan.steps {
+            match step {
+                Step::Pause(d) => tokio::time::sleep(*d).await,
+                Step::User(text) => {
+                    match self.post(id, json!({"role": "user", "text": text})).await {
+                        Ok(_) => tracing::info!(conversation = %id, "{who} wrote: {}", quote(text)),
+                        Err(e) => return self.stopped_by(id, e),
+                    }
+                }
+                Step::Ai {
+                    text,
+                    confidence,
+                    rating,
+                } => {
+                    let body = json!({"role": "ai", "text": text, "confidence": confidence});
+                    let posted = match self.post(id, body).await {
+                        Ok(p) => p,
+                        Err(e) => return self.stopped_by(id, e),
+                    };
+                    let rule = posted.rule.as_deref().unwrap_or("no rule matched");
+                    let answered =
+                        format!("{CHAT_BOT} answered {who} (confidence {confidence:.2})");
+                    match posted.status.as_str() {
+                        "delivered" => {
+                            tracing::info!(conversation = %id, "{answered} -> delivered: {rule}");
+                        }
+                        "held" => {
+                            tracing::info!(conversation = %id, "{answered} -> held as a draft for review: {rule}");
+                            return ChatEnd::WithHuman;
+                        }
+                        "escalated" => {
+                            tracing::info!(conversation = %id, "{answered} -> escalated, {who} waits for a human: {rule}");
+                            return ChatEnd::WithHuman;
+                        }
+                        other => {
+                            tracing::warn!(conversation = %id, "{answered} -> unexpected status {other:?}");
+                            return ChatEnd::WithHuman;
+                        }
+                    }
+                    if let Some(rating) = rating {
+                        tokio::time::sleep(rating.after).await;
+                        self.rate(id, &posted.id, who, rating).await;
+                    }
+                }
+                Step::Escalate {
+                    reason,
+                    queue,
+                    priority,
+                } => {
+                    let body = json!({"reason": reason, "queue": queue, "priority": priority, "timeout": "15m"});
+                    let path = format!("/v1/conversations/{id}/escalate");
+                    return match self
+                        .call::<Value>(reqwest::Method::POST, &path, Some(&body))
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(conversation = %id, "{CHAT_BOT} handed {who}'s chat to a human ({queue} queue): {reason}");
+                            ChatEnd::WithHuman
+                        }
+                        Err(e) => self.stopped_by(id, e),
+                    };
+                }
+                Step::Close { reason } => return self.close(id, who, reason).await,
+            }
+        }
+        ChatEnd::Done
+    }
+
+    /// Log why the bot stops posting to this conversation.
+    fn stopped_by(&self, id: &str, failure: ChatFailure) -> ChatEnd {
+        match failure {
+            ChatFailure::Refused(message) => {
+                tracing::info!(conversation = %id, "{CHAT_BOT} stops posting to this chat, refused with 409: {message}");
+                ChatEnd::WithHuman
+            }
+            ChatFailure::Failed(e) => {
+                tracing::warn!(conversation = %id, "{CHAT_BOT}: {e}");
+                ChatEnd::Done
+            }
+        }
+    }
+
+    async fn close(&self, id: &str, who: &str, reason: &str) -> ChatEnd {
+        let path = format!("/v1/conversations/{id}/close");
+        let body = json!({ "reason": reason });
+        match self
+            .call::<Value>(reqwest::Method::POST, &path, Some(&body))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(conversation = %id, "{CHAT_BOT} closed the chat with {who}: {reason}");
+                ChatEnd::Done
+            }
+            Err(e) => self.stopped_by(id, e),
+        }
+    }
+
+    /// The customer's thumbs-up or thumbs-down on a delivered answer.
+    async fn rate(&self, id: &str, message_id: &str, who: &str, rating: &Rating) {
+        let body =
+            json!({"rating": if rating.up { "up" } else { "down" }, "comment": rating.comment});
+        let path = format!("/v1/messages/{message_id}/feedback");
+        match self
+            .call::<FeedbackGiven>(reqwest::Method::POST, &path, Some(&body))
+            .await
+        {
+            Ok(_) if rating.up => {
+                tracing::info!(conversation = %id, "{who} gave the answer a thumbs-up: {}", quote(rating.comment));
+            }
+            Ok(given) => tracing::info!(
+                conversation = %id,
+                review = given.review_id.as_deref().unwrap_or("-"),
+                "{who} gave the answer a thumbs-down: {} -> flag review",
+                quote(rating.comment)
+            ),
+            Err(e) => {
+                tracing::warn!(conversation = %id, "{CHAT_BOT}: {who}'s rating was not recorded: {}", e.describe())
+            }
+        }
+    }
+
+    /// Look in on a conversation a human has (or must act on) every half minute or so; once it is
+    /// back with the bot and nothing is held, the customer thanks and leaves. Left to the humans
+    /// after [`FOLLOW_UP_ROUNDS`] looks.
+    async fn follow_up(&self, id: &str, plan: &ChatPlan) {
+        let who = plan.first_name;
+        let mut rng = StdRng::from_entropy();
+        let path = format!("/v1/conversations/{id}");
+        for _ in 0..FOLLOW_UP_ROUNDS {
+            tokio::time::sleep(secs(&mut rng, 20.0, 40.0)).await;
+            let view: ChatView = match self.call(reqwest::Method::GET, &path, None).await {
+                Ok(v) => v,
+                Err(e) => {
+                    self.stopped_by(id, e);
+                    return;
+                }
+            };
+            let held = view.messages.iter().any(|m| m.status == "held");
+            match view.state.as_str() {
+                "closed" => return,
+                "ai" if !held => {
+                    let thanks = json!({"role": "user", "text": "Thanks for your help!"});
+                    if let Err(e) = self.post(id, thanks).await {
+                        self.stopped_by(id, e);
+                        return;
+                    }
+                    self.close(id, who, "resolved after a human stepped in")
+                        .await;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        tracing::info!(
+            conversation = %id,
+            "{CHAT_BOT} leaves the chat with {who} to the humans: nobody finished it within {} minutes",
+            FOLLOW_UP_ROUNDS / 2
+        );
+    }
+
+    async fn post(&self, id: &str, body: Value) -> Result<Posted, ChatFailure> {
+        let path = format!("/v1/conversations/{id}/messages");
+        self.call(reqwest::Method::POST, &path, Some(&body)).await
+    }
+
+    /// One API request; a 409 is told apart, as it means "not yours to post to now".
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, ChatFailure> {
+        let what = format!("{method} {path}");
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ChatFailure::Failed(RequestFailed(format!("{what}: {e}"))))?;
+        if resp.status() == reqwest::StatusCode::CONFLICT {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(ChatFailure::Refused(api_message(&body)));
+        }
+        read_json(resp, &what).await.map_err(ChatFailure::Failed)
+    }
+}
+
+impl ChatFailure {
+    fn describe(&self) -> String {
+        match self {
+            ChatFailure::Refused(m) => format!("refused with 409: {m}"),
+            ChatFailure::Failed(e) => e.to_string(),
+        }
+    }
+}
+
 /// The body of a successful response as `T`, or the API's error message.
 async fn read_json<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
@@ -1082,14 +1880,19 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .await
         .map_err(|e| RequestFailed(format!("{what}: reading the response: {e}")))?;
     if !status.is_success() {
-        let message = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+        let message = api_message(&bytes);
         return Err(RequestFailed(format!("{what}: {status}: {message}")));
     }
     serde_json::from_slice(&bytes)
         .map_err(|e| RequestFailed(format!("{what}: unexpected response: {e}")))
+}
+
+/// The API's error message in an error body, or the start of whatever the body is.
+fn api_message(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
 }
 
 #[cfg(test)]
@@ -1124,7 +1927,7 @@ mod tests {
             Ok(p) => p,
             Err(errors) => panic!("demo/policy.toml: {errors:?}"),
         };
-        assert_eq!(policy.rules().len(), 9);
+        assert_eq!(policy.rules().len(), 14);
 
         let r = route(
             &policy,
@@ -1212,6 +2015,251 @@ mod tests {
             json!({"to": "disputes@northwind-bank.example", "subject": "s", "body": "b"});
         let r = route(&policy, "send_email", internal, Some(0.7), "standard");
         assert_eq!(r.outcome, Outcome::Approve);
+
+        // Message rules never decide an action, however the action's context is tagged.
+        let context =
+            json!({"customer": {"id": "cus_1", "tier": "standard"}, "tags": ["medical", "legal"]});
+        let r = policy.evaluate(&PolicyInput {
+            kind: SubjectKind::Action,
+            action_name: "lookup_order",
+            arguments: &json!({}),
+            message_text: "",
+            confidence: Some(0.95),
+            context: &context,
+            agent: "support-bot",
+            conversation_state: "",
+            conversation_turns: 0,
+        });
+        assert_eq!(r.outcome, Outcome::Approve);
+    }
+
+    /// Route an AI answer the way `POST /v1/conversations/{id}/messages` does.
+    fn answer_route(
+        policy: &Policy,
+        text: &str,
+        confidence: Option<f64>,
+        context: &Value,
+    ) -> Routing {
+        policy.evaluate(&PolicyInput {
+            kind: SubjectKind::Message,
+            action_name: "",
+            arguments: &json!({}),
+            message_text: text,
+            confidence,
+            context,
+            agent: CHAT_BOT,
+            conversation_state: "ai",
+            conversation_turns: 1,
+        })
+    }
+
+    #[test]
+    fn the_demo_policy_routes_answers_as_its_comments_say() {
+        let policy = match Policy::parse(POLICY) {
+            Ok(p) => p,
+            Err(errors) => panic!("demo/policy.toml: {errors:?}"),
+        };
+        let plain = json!({"customer": {"id": "cus_1", "tier": "standard"}, "channel": "chat", "tags": ["cards"]});
+        let tagged = |tag: &str| json!({"customer": {"id": "cus_1"}, "channel": "chat", "tags": ["cards", tag]});
+        let everyday = "New cards normally arrive within 3 to 5 working days.";
+
+        // Sensitive topics escalate whatever the confidence, by the front end's tags...
+        let r = answer_route(&policy, everyday, Some(0.99), &tagged("medical"));
+        assert_eq!(
+            (r.outcome, r.queue.as_str(), r.rule.as_deref()),
+            (
+                Outcome::Escalate,
+                "specialists",
+                Some("medical topics go to specialists")
+            )
+        );
+        assert_eq!((r.priority, r.timeout), (9, Some(Duration::from_secs(600))));
+        let r = answer_route(&policy, everyday, Some(0.99), &tagged("legal"));
+        assert_eq!(
+            (r.outcome, r.queue.as_str()),
+            (Outcome::Escalate, "compliance")
+        );
+        assert_eq!(r.rule.as_deref(), Some("legal matters go to compliance"));
+        let r = answer_route(&policy, everyday, Some(0.3), &tagged("advice"));
+        assert_eq!(
+            r.rule.as_deref(),
+            Some("financial advice goes to compliance")
+        );
+
+        // ... or by the answer's own words, in any case.
+        for (text, rule, queue) in [
+            (
+                "Sorry you were in Hospital; we can pause payments.",
+                "medical topics go to specialists",
+                "specialists",
+            ),
+            (
+                "If your medication played a part, tell us.",
+                "medical topics go to specialists",
+                "specialists",
+            ),
+            (
+                "I've noted that your SOLICITOR is involved.",
+                "legal matters go to compliance",
+                "compliance",
+            ),
+            (
+                "With a power of attorney you can manage it.",
+                "legal matters go to compliance",
+                "compliance",
+            ),
+            (
+                "Many customers put spare money into Crypto.",
+                "financial advice goes to compliance",
+                "compliance",
+            ),
+            (
+                "That depends on your pension plans.",
+                "financial advice goes to compliance",
+                "compliance",
+            ),
+        ] {
+            let r = answer_route(&policy, text, Some(0.95), &plain);
+            assert_eq!(
+                (r.outcome, r.rule.as_deref(), r.queue.as_str()),
+                (Outcome::Escalate, Some(rule), queue),
+                "{text}"
+            );
+            assert!(r.timeout.is_some(), "{text}: an escalation has an SLA");
+            assert_eq!(r.on_timeout.as_str(), "escalate", "{text}: never dropped");
+        }
+
+        // Unsure answers (or none given) are held for support; a forgotten draft jumps the queue.
+        for confidence in [Some(0.59), Some(0.0), None] {
+            let r = answer_route(&policy, everyday, confidence, &plain);
+            assert_eq!(
+                (r.outcome, r.queue.as_str(), r.priority),
+                (Outcome::Review, "support", 5),
+                "{confidence:?}"
+            );
+            assert_eq!(r.on_timeout.as_str(), "escalate");
+        }
+
+        // Confident answers go out, 10% sampled for QA; a context without tags is no error.
+        for context in [plain.clone(), json!({}), json!({"tags": []})] {
+            let r = answer_route(&policy, everyday, Some(0.6), &context);
+            assert_eq!(
+                (r.outcome, r.queue.as_str(), r.sample),
+                (Outcome::Approve, "qa", 0.1),
+                "{context}: {}",
+                r.reason
+            );
+            assert_eq!(
+                r.rule.as_deref(),
+                Some("confident answers delivered, 10% sampled")
+            );
+        }
+        // Everyday words that merely contain a sensitive one do not count.
+        let r = answer_route(&policy, "We will investigate the issue.", Some(0.9), &plain);
+        assert_eq!(r.outcome, Outcome::Approve, "{}", r.reason);
+    }
+
+    #[test]
+    fn canned_answers_go_out_and_sensitive_turns_reach_humans() {
+        let policy = match Policy::parse(POLICY) {
+            Ok(p) => p,
+            Err(errors) => panic!("demo/policy.toml: {errors:?}"),
+        };
+        let context = json!({"channel": "chat", "tags": ["general"]});
+        let mut topics: Vec<&str> = ANSWERS.iter().map(|(t, _)| *t).collect();
+        for (t, answers) in ANSWERS {
+            assert!(!answers.is_empty(), "{t}");
+            for text in answers.iter().copied() {
+                let r = answer_route(&policy, text, Some(0.9), &context);
+                assert_eq!(r.outcome, Outcome::Approve, "{text}: {}", r.reason);
+            }
+        }
+        for (_, text) in FOLLOW_UPS {
+            let r = answer_route(&policy, text, Some(0.9), &context);
+            assert_eq!(r.outcome, Outcome::Approve, "{text}: {}", r.reason);
+        }
+        for (t, _, text) in SENSITIVE_TURNS {
+            let r = answer_route(&policy, text, Some(0.9), &context);
+            assert_eq!(r.outcome, Outcome::Escalate, "{t}: {text}: {}", r.reason);
+        }
+        // Every topic an intent maps to has its own answers.
+        topics.sort_unstable();
+        let messages = match Messages::parse(MESSAGES_CSV) {
+            Ok(m) => m,
+            Err(e) => panic!("{e:#}"),
+        };
+        for m in &messages.all {
+            for t in topic_tags(&m.intent) {
+                assert!(topics.binary_search(&t).is_ok(), "no answers on {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn chats_are_well_formed_and_reach_every_outcome() {
+        let messages = match Messages::parse(MESSAGES_CSV) {
+            Ok(m) => m,
+            Err(e) => panic!("{e:#}"),
+        };
+        let policy = match Policy::parse(POLICY) {
+            Ok(p) => p,
+            Err(errors) => panic!("{errors:?}"),
+        };
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut outcomes = std::collections::BTreeSet::new();
+        let (mut escalations, mut ratings, mut closes) = (0, [0, 0], 0);
+        for _ in 0..2000 {
+            let plan = plan_chat(&messages, &mut rng);
+            assert!(plan.external_id.starts_with("webchat-"));
+            assert_eq!(plan.context["channel"], "chat");
+            assert!(plan.context["tags"]
+                .as_array()
+                .is_some_and(|t| !t.is_empty()));
+            assert!(matches!(plan.steps.first(), Some(Step::User(t)) if !t.is_empty()));
+            // It ends with the bot or the customer handing over, and nothing after.
+            assert!(
+                matches!(
+                    plan.steps.last(),
+                    Some(Step::Escalate { .. } | Step::Close { .. })
+                ),
+                "{plan:?}"
+            );
+            for step in &plan.steps {
+                match step {
+                    Step::Pause(d) => assert!(*d < Duration::from_secs(120)),
+                    Step::User(text) => assert!(!text.trim().is_empty()),
+                    Step::Ai {
+                        text,
+                        confidence,
+                        rating,
+                    } => {
+                        assert!((0.0..=1.0).contains(confidence) && !text.is_empty());
+                        let r = answer_route(&policy, text, Some(*confidence), &plan.context);
+                        // Every answer is decided by a named rule, never by an evaluation error.
+                        assert!(
+                            r.rule.is_some() && !r.reason.contains("could not be evaluated"),
+                            "{text}: {}",
+                            r.reason
+                        );
+                        outcomes.insert(r.outcome.as_str());
+                        if let Some(rating) = rating {
+                            ratings[usize::from(rating.up)] += 1;
+                        }
+                    }
+                    Step::Escalate { queue, .. } => {
+                        assert!(["support", "specialists"].contains(queue));
+                        escalations += 1;
+                    }
+                    Step::Close { .. } => closes += 1,
+                }
+            }
+        }
+        assert_eq!(
+            outcomes.into_iter().collect::<Vec<_>>(),
+            ["approve", "escalate", "review"]
+        );
+        assert!(escalations > 50 && closes > 1000, "{escalations} {closes}");
+        assert!(ratings[0] > 50 && ratings[1] > 50, "{ratings:?}");
     }
 
     #[test]
@@ -1269,11 +2317,7 @@ mod tests {
         let mut names = std::collections::BTreeSet::new();
         let mut outcomes = std::collections::BTreeSet::new();
         for i in 0..2000 {
-            let profile = if i % 2 == 0 {
-                Profile::Support
-            } else {
-                Profile::Ops
-            };
+            let profile = [Profile::Support, Profile::Ops][i % 2];
             let p = propose(profile.pick(&messages, &mut rng), &mut rng);
             assert!(p.arguments.is_object() && p.context.is_object());
             assert!(p.context["customer_message"]

@@ -1,6 +1,6 @@
 //! `loopgate demo` end to end: the real binary on a free port over a fresh database must print an
 //! admin token, answer `/healthz`, and within seconds show its simulated agents' traffic in the
-//! audit log and at least one review waiting for a human.
+//! audit log, at least one review waiting for a human, and the chat bot's conversations.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
@@ -31,6 +31,12 @@ impl Output {
         if let Ok(mut lines) = self.0.lock() {
             lines.push(line);
         }
+    }
+
+    fn contains(&self, needle: &str) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|lines| lines.iter().any(|l| l.contains(needle)))
     }
 
     fn tail(&self) -> String {
@@ -155,6 +161,7 @@ async fn the_demo_serves_and_its_agents_fill_the_queues() {
         .expect("an HTTP client");
     let deadline = Instant::now() + TRAFFIC_DEADLINE;
     let (mut healthy, mut created, mut pending) = (false, 0usize, 0usize);
+    let (mut conversations, mut messages) = (0usize, 0usize);
     loop {
         if !healthy {
             healthy = get_json(&http, &format!("{base}/healthz"), None)
@@ -164,15 +171,13 @@ async fn the_demo_serves_and_its_agents_fill_the_queues() {
         if let Some(page) =
             get_json(&http, &format!("{base}/v1/audit?limit=1000"), Some(&admin)).await
         {
-            created = page["events"]
-                .as_array()
-                .map(|events| {
-                    events
-                        .iter()
-                        .filter(|e| e["type"] == "action.created")
-                        .count()
+            let count = |kind: &str| {
+                page["events"].as_array().map_or(0, |events| {
+                    events.iter().filter(|e| e["type"] == kind).count()
                 })
-                .unwrap_or(0);
+            };
+            created = count("action.created");
+            messages = count("message.created");
         }
         if let Some(list) = get_json(
             &http,
@@ -183,19 +188,29 @@ async fn the_demo_serves_and_its_agents_fill_the_queues() {
         {
             pending = list["reviews"].as_array().map_or(0, Vec::len);
         }
-        if healthy && created >= 5 && pending >= 1 {
+        if let Some(list) = get_json(&http, &format!("{base}/v1/conversations"), Some(&alice)).await
+        {
+            conversations = list["conversations"].as_array().map_or(0, Vec::len);
+        }
+        if healthy && created >= 5 && pending >= 1 && conversations >= 1 && messages >= 1 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "after {TRAFFIC_DEADLINE:?}: healthy {healthy}, {created} action.created events, {pending} pending reviews; output:\n{}",
+            "after {TRAFFIC_DEADLINE:?}: healthy {healthy}, {created} action.created events, {pending} pending reviews, \
+             {conversations} conversations, {messages} message.created events; output:\n{}",
             output.tail()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // The agents log what they did, in words.
-    let log = output.tail();
-    assert!(log.contains("proposed"), "no agent activity logged:\n{log}");
+    for needle in ["proposed", "chat-bot opened a chat"] {
+        assert!(
+            output.contains(needle),
+            "no {needle:?} logged:\n{}",
+            output.tail()
+        );
+    }
     drop(child);
 }
