@@ -2,19 +2,23 @@
 //! three simulated agents producing steady, varied traffic, so the queues fill like real life:
 //! two propose actions, the third (`chat-bot`) holds live conversations with customers.
 //!
-//! The agents are ordinary API clients: they talk to the server over HTTP with their own agent
-//! tokens, exactly as a customer's code would, so the demo exercises the real path (auth,
-//! policy, store, long-polls) and nothing in it is special-cased. Their customers' words are real
-//! support messages from BANKING77 (see `demo/README.md` for the credit).
+//! The agents are ordinary API clients: they talk to the server over HTTP through
+//! `loopgate-client` with their own agent tokens, exactly as a customer's code would, so the demo
+//! exercises the real path (auth, policy, store, long-polls) and nothing in it is special-cased.
+//! Their customers' words are real support messages from BANKING77 (see `demo/README.md` for the
+//! credit).
 
 use anyhow::{anyhow, Context};
+use loopgate_client::{
+    Action, Client, Conversation, Escalation, JsonObject, Message as ChatMessage, NewAction,
+    Role as ChatRole,
+};
 use loopgate_domain::auth::Role;
 use loopgate_domain::policy::Policy;
 use loopgate_store::{Store, StoreError};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -70,6 +74,10 @@ const CHATS_FOLLOWED_UP: usize = 30;
 /// Looks, about half a minute apart, at a conversation waiting for a human before leaving it be.
 const FOLLOW_UP_ROUNDS: u32 = 10;
 
+/// How long an agent's request may take before it gives up and tries again later. Long-polls get
+/// their wait on top.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Run the demo until Ctrl-C or SIGTERM.
 pub async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
     // Both embedded files are checked before anything is written, so a broken build fails fast.
@@ -107,18 +115,17 @@ pub async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
         stopped(server_stopping),
     ));
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .user_agent(concat!("loopgate-demo/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build the HTTP client")?;
+    // Each agent has its own client, with its own key's token.
+    let client_for = |name: &str| -> anyhow::Result<Client> {
+        Ok(Client::new(&base, &setup.token(name)?)
+            .with_context(|| format!("cannot make {name}'s API client"))?
+            .with_timeout(REQUEST_TIMEOUT))
+    };
     let mut agents = JoinSet::new();
     for profile in [Profile::Support, Profile::Ops] {
         let agent = Agent {
             profile,
-            token: setup.token(profile.name())?,
-            base: base.clone(),
-            http: http.clone(),
+            client: client_for(profile.name())?,
             messages: messages.clone(),
             watchers: Arc::new(Semaphore::new(WATCHERS_PER_AGENT)),
             stop: agents_stopping.clone(),
@@ -126,9 +133,7 @@ pub async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
         agents.spawn(agent.run());
     }
     let chat_bot = ChatBot {
-        token: setup.token(CHAT_BOT)?,
-        base: base.clone(),
-        http: http.clone(),
+        client: client_for(CHAT_BOT)?,
         messages: messages.clone(),
         active: Arc::new(Semaphore::new(CHATS_AT_ONCE)),
         followed: Arc::new(Semaphore::new(CHATS_FOLLOWED_UP)),
@@ -852,36 +857,19 @@ fn propose(message: &Message, rng: &mut impl Rng) -> Proposal {
     }
 }
 
-/// `201`/`200` of `POST /v1/actions`: the fields the agent acts on.
-#[derive(Debug, Deserialize)]
-struct Submitted {
-    id: String,
-    status: String,
-    rule: Option<String>,
-    reason: Option<String>,
-}
-
-/// `GET /v1/actions/{id}`: the fields the agent acts on.
-#[derive(Debug, Deserialize)]
-struct ActionState {
-    status: String,
-    decision: Option<Decision>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Decision {
-    verdict: String,
-    #[serde(default)]
-    by: Vec<String>,
-    comment: Option<String>,
+/// A `json!({...})` literal as the JSON object it is (anything else, which no caller passes, as an
+/// empty object).
+fn object(value: Value) -> JsonObject {
+    match value {
+        Value::Object(map) => map,
+        _ => JsonObject::new(),
+    }
 }
 
 /// A simulated agent: an ordinary API client with its own token.
 struct Agent {
     profile: Profile,
-    token: String,
-    base: String,
-    http: reqwest::Client,
+    client: Client,
     messages: Arc<Messages>,
     watchers: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
@@ -890,6 +878,13 @@ struct Agent {
 /// What went wrong with one request; logged, never fatal.
 #[derive(Debug)]
 struct RequestFailed(String);
+
+impl RequestFailed {
+    /// `what` (`POST /v1/actions`) failed with the client's `error`.
+    fn new(what: &str, error: &loopgate_client::Error) -> RequestFailed {
+        RequestFailed(format!("{what}: {error}"))
+    }
+}
 
 impl std::fmt::Display for RequestFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -952,19 +947,14 @@ impl Agent {
         rng: &mut StdRng,
         tasks: &mut JoinSet<()>,
     ) -> Result<(), RequestFailed> {
-        let mut body = json!({
-            "name": proposal.name,
-            "arguments": proposal.arguments,
-            "context": proposal.context,
-        });
-        if let Some(c) = proposal.confidence {
-            body["confidence"] = json!(c);
-        }
+        let mut action = NewAction::new(proposal.name, object(proposal.arguments))
+            .context(object(proposal.context));
+        action.confidence = proposal.confidence;
         // A third of submissions are idempotent, as a careful agent framework's would be.
         let key = rng
             .gen_bool(0.35)
             .then(|| format!("{}-{}", self.name(), uuid::Uuid::new_v4()));
-        let submitted = self.submit(&body, key.as_deref()).await?;
+        let submitted = self.submit(&action, key.as_deref()).await?;
         let confidence = proposal
             .confidence
             .map_or_else(|| "none".to_owned(), |c| format!("{c:.2}"));
@@ -977,13 +967,13 @@ impl Agent {
             submitted
                 .rule
                 .as_deref()
-                .or(submitted.reason.as_deref())
+                .or(Some(submitted.reason.as_str()).filter(|r| !r.is_empty()))
                 .unwrap_or("no rule matched")
         );
 
         if let Some(key) = key.as_deref().filter(|_| rng.gen_bool(0.1)) {
             // A retry after a lost response: the server must hand back the same action.
-            let replay = self.submit(&body, Some(key)).await?;
+            let replay = self.submit(&action, Some(key)).await?;
             if replay.id == submitted.id {
                 tracing::info!(id = %replay.id, "{} retried with the same Idempotency-Key: the same action came back", self.name());
             } else {
@@ -991,7 +981,7 @@ impl Agent {
             }
         }
 
-        if submitted.status != "pending" {
+        if submitted.status.is_final() {
             return Ok(());
         }
         if rng.gen_bool(0.05) {
@@ -1024,47 +1014,25 @@ impl Agent {
         Ok(())
     }
 
-    async fn submit(&self, body: &Value, key: Option<&str>) -> Result<Submitted, RequestFailed> {
-        let mut req = self
-            .http
-            .post(format!("{}/v1/actions", self.base))
-            .bearer_auth(&self.token)
-            .json(body);
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
-        }
-        let resp = req
-            .send()
+    async fn submit(&self, action: &NewAction, key: Option<&str>) -> Result<Action, RequestFailed> {
+        self.client
+            .submit(action, key)
             .await
-            .map_err(|e| RequestFailed(format!("POST /v1/actions: {e}")))?;
-        read_json(resp, "POST /v1/actions").await
+            .map_err(|e| RequestFailed::new("POST /v1/actions", &e))
     }
 
     /// Long-poll until the action is final, then log how it ended.
     async fn watch(&self, id: &str, summary: &str) {
         for _ in 0..WATCH_ROUNDS {
-            let resp = self
-                .http
-                .get(format!("{}/v1/actions/{id}?wait=30", self.base))
-                .bearer_auth(&self.token)
-                .timeout(Duration::from_secs(45))
-                .send()
-                .await;
-            let path = format!("GET /v1/actions/{id}");
-            let state: ActionState = match resp {
-                Ok(resp) => match read_json(resp, &path).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!("{}: {e}", self.name());
-                        return;
-                    }
-                },
+            let state = match self.client.poll(id, Duration::from_secs(30)).await {
+                Ok(state) => state,
                 Err(e) => {
-                    tracing::warn!("{}: {path}: {e}", self.name());
+                    let failed = RequestFailed::new(&format!("GET /v1/actions/{id}"), &e);
+                    tracing::warn!("{}: {failed}", self.name());
                     return;
                 }
             };
-            if state.status == "pending" {
+            if !state.status.is_final() {
                 continue;
             }
             // "approved by alice and admin", "rejected (timeout)", "approved with edits by alice".
@@ -1086,7 +1054,7 @@ impl Agent {
                         .map(|c| format!(": {c:?}"))
                         .unwrap_or_default()
                 ),
-                None => state.status.clone(),
+                None => state.status.to_string(),
             };
             tracing::info!(
                 id = %id,
@@ -1103,33 +1071,25 @@ impl Agent {
     }
 
     async fn cancel(&self, id: &str, summary: &str) {
-        let path = format!("POST /v1/actions/{id}/cancel");
-        let resp = self
-            .http
-            .post(format!("{}/v1/actions/{id}/cancel", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await;
-        match resp {
-            Ok(r) if r.status().is_success() => {
+        match self.client.cancel(id).await {
+            Ok(_) => {
                 tracing::info!(
                     id = %id,
                     "{} cancelled (the customer withdrew): {summary}",
                     self.name()
                 );
             }
-            Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => {
+            Err(e) if e.status() == Some(409) => {
                 tracing::info!(
                     id = %id,
                     "{} was too late to cancel, already decided: {summary}",
                     self.name()
                 );
             }
-            Ok(r) => match read_json::<Value>(r, &path).await {
-                Ok(_) => {}
-                Err(e) => tracing::warn!("{}: {e}", self.name()),
-            },
-            Err(e) => tracing::warn!("{}: {path}: {e}", self.name()),
+            Err(e) => {
+                let failed = RequestFailed::new(&format!("POST /v1/actions/{id}/cancel"), &e);
+                tracing::warn!("{}: {failed}", self.name());
+            }
         }
     }
 }
@@ -1517,39 +1477,6 @@ fn plan_chat(messages: &Messages, rng: &mut impl Rng) -> ChatPlan {
     plan
 }
 
-/// `201`/`200` of `POST /v1/conversations`.
-#[derive(Debug, Deserialize)]
-struct Opened {
-    id: String,
-}
-
-/// `201` of `POST /v1/conversations/{id}/messages`.
-#[derive(Debug, Deserialize)]
-struct Posted {
-    id: String,
-    status: String,
-    rule: Option<String>,
-}
-
-/// `GET /v1/conversations/{id}`: the fields the bot looks at.
-#[derive(Debug, Deserialize)]
-struct ChatView {
-    state: String,
-    #[serde(default)]
-    messages: Vec<ChatMessage>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChatMessage {
-    status: String,
-}
-
-/// `201` of `POST /v1/messages/{id}/feedback`.
-#[derive(Debug, Deserialize)]
-struct FeedbackGiven {
-    review_id: Option<String>,
-}
-
 /// Why a chat request did not go through.
 #[derive(Debug)]
 enum ChatFailure {
@@ -1570,9 +1497,7 @@ enum ChatEnd {
 /// The simulated chat bot: mirrors customer conversations into Loopgate, as a chatbot developer
 /// would, with its own agent token.
 struct ChatBot {
-    token: String,
-    base: String,
-    http: reqwest::Client,
+    client: Client,
     messages: Arc<Messages>,
     /// Conversations being held right now.
     active: Arc<Semaphore>,
@@ -1613,9 +1538,8 @@ impl ChatBot {
                 continue;
             };
             let plan = plan_chat(&bot.messages, &mut rng);
-            let body = json!({"external_id": plan.external_id, "context": plan.context});
             let opened = tokio::select! {
-                r = bot.call::<Opened>(reqwest::Method::POST, "/v1/conversations", Some(&body)) => r,
+                r = bot.open(&plan) => r,
                 _ = until_stopped(&mut stop) => break,
             };
             match opened {
@@ -1671,19 +1595,16 @@ impl ChatBot {
         for step in &plan.steps {
             match step {
                 Step::Pause(d) => tokio::time::sleep(*d).await,
-                Step::User(text) => {
-                    match self.post(id, json!({"role": "user", "text": text})).await {
-                        Ok(_) => tracing::info!(conversation = %id, "{who} wrote: {}", quote(text)),
-                        Err(e) => return self.stopped_by(id, e),
-                    }
-                }
+                Step::User(text) => match self.post(id, ChatRole::User, text, None).await {
+                    Ok(_) => tracing::info!(conversation = %id, "{who} wrote: {}", quote(text)),
+                    Err(e) => return self.stopped_by(id, e),
+                },
                 Step::Ai {
                     text,
                     confidence,
                     rating,
                 } => {
-                    let body = json!({"role": "ai", "text": text, "confidence": confidence});
-                    let posted = match self.post(id, body).await {
+                    let posted = match self.post(id, ChatRole::Ai, text, Some(*confidence)).await {
                         Ok(p) => p,
                         Err(e) => return self.stopped_by(id, e),
                     };
@@ -1717,12 +1638,15 @@ impl ChatBot {
                     queue,
                     priority,
                 } => {
-                    let body = json!({"reason": reason, "queue": queue, "priority": priority, "timeout": "15m"});
-                    let path = format!("/v1/conversations/{id}/escalate");
-                    return match self
-                        .call::<Value>(reqwest::Method::POST, &path, Some(&body))
-                        .await
-                    {
+                    let escalation = Escalation {
+                        reason: Some((*reason).to_owned()),
+                        queue: Some((*queue).to_owned()),
+                        priority: Some(*priority),
+                        timeout: Some("15m".to_owned()),
+                    };
+                    return match self.client.escalate(id, &escalation).await.map_err(|e| {
+                        ChatFailure::new(&format!("POST /v1/conversations/{id}/escalate"), e)
+                    }) {
                         Ok(_) => {
                             tracing::info!(conversation = %id, "{CHAT_BOT} handed {who}'s chat to a human ({queue} queue): {reason}");
                             ChatEnd::WithHuman
@@ -1751,11 +1675,11 @@ impl ChatBot {
     }
 
     async fn close(&self, id: &str, who: &str, reason: &str) -> ChatEnd {
-        let path = format!("/v1/conversations/{id}/close");
-        let body = json!({ "reason": reason });
         match self
-            .call::<Value>(reqwest::Method::POST, &path, Some(&body))
+            .client
+            .close_conversation(id, Some(reason))
             .await
+            .map_err(|e| ChatFailure::new(&format!("POST /v1/conversations/{id}/close"), e))
         {
             Ok(_) => {
                 tracing::info!(conversation = %id, "{CHAT_BOT} closed the chat with {who}: {reason}");
@@ -1767,12 +1691,16 @@ impl ChatBot {
 
     /// The customer's thumbs-up or thumbs-down on a delivered answer.
     async fn rate(&self, id: &str, message_id: &str, who: &str, rating: &Rating) {
-        let body =
-            json!({"rating": if rating.up { "up" } else { "down" }, "comment": rating.comment});
-        let path = format!("/v1/messages/{message_id}/feedback");
+        let verdict = if rating.up {
+            loopgate_client::Rating::Up
+        } else {
+            loopgate_client::Rating::Down
+        };
         match self
-            .call::<FeedbackGiven>(reqwest::Method::POST, &path, Some(&body))
+            .client
+            .feedback(message_id, verdict, Some(rating.comment))
             .await
+            .map_err(|e| ChatFailure::new(&format!("POST /v1/messages/{message_id}/feedback"), e))
         {
             Ok(_) if rating.up => {
                 tracing::info!(conversation = %id, "{who} gave the answer a thumbs-up: {}", quote(rating.comment));
@@ -1795,10 +1723,14 @@ impl ChatBot {
     async fn follow_up(&self, id: &str, plan: &ChatPlan) {
         let who = plan.first_name;
         let mut rng = StdRng::from_entropy();
-        let path = format!("/v1/conversations/{id}");
         for _ in 0..FOLLOW_UP_ROUNDS {
             tokio::time::sleep(secs(&mut rng, 20.0, 40.0)).await;
-            let view: ChatView = match self.call(reqwest::Method::GET, &path, None).await {
+            let view = match self
+                .client
+                .conversation(id)
+                .await
+                .map_err(|e| ChatFailure::new(&format!("GET /v1/conversations/{id}"), e))
+            {
                 Ok(v) => v,
                 Err(e) => {
                     self.stopped_by(id, e);
@@ -1806,11 +1738,11 @@ impl ChatBot {
                 }
             };
             let held = view.messages.iter().any(|m| m.status == "held");
-            match view.state.as_str() {
+            match view.conversation.state.as_str() {
                 "closed" => return,
                 "ai" if !held => {
-                    let thanks = json!({"role": "user", "text": "Thanks for your help!"});
-                    if let Err(e) = self.post(id, thanks).await {
+                    let thanks = "Thanks for your help!";
+                    if let Err(e) = self.post(id, ChatRole::User, thanks, None).await {
                         self.stopped_by(id, e);
                         return;
                     }
@@ -1828,71 +1760,48 @@ impl ChatBot {
         );
     }
 
-    async fn post(&self, id: &str, body: Value) -> Result<Posted, ChatFailure> {
-        let path = format!("/v1/conversations/{id}/messages");
-        self.call(reqwest::Method::POST, &path, Some(&body)).await
+    /// Open the plan's conversation, under its `external_id`.
+    async fn open(&self, plan: &ChatPlan) -> Result<Conversation, ChatFailure> {
+        self.client
+            .open_conversation(Some(&plan.external_id), Some(object(plan.context.clone())))
+            .await
+            .map_err(|e| ChatFailure::new("POST /v1/conversations", e))
     }
 
-    /// One API request; a 409 is told apart, as it means "not yours to post to now".
-    async fn call<T: serde::de::DeserializeOwned>(
+    async fn post(
         &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<T, ChatFailure> {
-        let what = format!("{method} {path}");
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let resp = req
-            .send()
+        id: &str,
+        role: ChatRole,
+        text: &str,
+        confidence: Option<f64>,
+    ) -> Result<ChatMessage, ChatFailure> {
+        self.client
+            .post_message(id, role, text, confidence)
             .await
-            .map_err(|e| ChatFailure::Failed(RequestFailed(format!("{what}: {e}"))))?;
-        if resp.status() == reqwest::StatusCode::CONFLICT {
-            let body = resp.bytes().await.unwrap_or_default();
-            return Err(ChatFailure::Refused(api_message(&body)));
-        }
-        read_json(resp, &what).await.map_err(ChatFailure::Failed)
+            .map_err(|e| ChatFailure::new(&format!("POST /v1/conversations/{id}/messages"), e))
     }
 }
 
 impl ChatFailure {
+    /// What a failed request `what` means to the bot: a 409 is told apart, as it means "not
+    /// yours to post to now".
+    fn new(what: &str, error: loopgate_client::Error) -> ChatFailure {
+        match error {
+            loopgate_client::Error::Api {
+                status: 409,
+                message,
+                ..
+            } => ChatFailure::Refused(message),
+            error => ChatFailure::Failed(RequestFailed::new(what, &error)),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             ChatFailure::Refused(m) => format!("refused with 409: {m}"),
             ChatFailure::Failed(e) => e.to_string(),
         }
     }
-}
-
-/// The body of a successful response as `T`, or the API's error message.
-async fn read_json<T: serde::de::DeserializeOwned>(
-    resp: reqwest::Response,
-    what: &str,
-) -> Result<T, RequestFailed> {
-    let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| RequestFailed(format!("{what}: reading the response: {e}")))?;
-    if !status.is_success() {
-        let message = api_message(&bytes);
-        return Err(RequestFailed(format!("{what}: {status}: {message}")));
-    }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| RequestFailed(format!("{what}: unexpected response: {e}")))
-}
-
-/// The API's error message in an error body, or the start of whatever the body is.
-fn api_message(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect())
 }
 
 #[cfg(test)]
@@ -2353,6 +2262,41 @@ mod tests {
             outcomes.into_iter().collect::<Vec<_>>(),
             ["approve", "block", "review"]
         );
+    }
+
+    #[test]
+    fn a_409_stops_the_chat_bot_and_other_failures_say_what_failed() {
+        let api = |status: u16, code: &str, message: &str| loopgate_client::Error::Api {
+            status,
+            code: code.to_owned(),
+            message: message.to_owned(),
+            field: None,
+        };
+        let what = "POST /v1/conversations/c1/messages";
+        let refused = ChatFailure::new(what, api(409, "conflict", "a human has the conversation"));
+        assert!(
+            matches!(&refused, ChatFailure::Refused(m) if m == "a human has the conversation"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            refused.describe(),
+            "refused with 409: a human has the conversation"
+        );
+
+        let failed = ChatFailure::new(what, api(503, "unavailable", "the database is down"));
+        assert_eq!(
+            failed.describe(),
+            "POST /v1/conversations/c1/messages: the database is down (503 unavailable)"
+        );
+        let unreachable = loopgate_client::Error::Transport {
+            url: "http://127.0.0.1:1/v1/conversations".to_owned(),
+            cause: "connection refused".to_owned(),
+        };
+        assert!(matches!(
+            ChatFailure::new("POST /v1/conversations", unreachable),
+            ChatFailure::Failed(e) if e.0.starts_with("POST /v1/conversations: cannot reach Loopgate")
+        ));
+        assert_eq!(object(json!({"a": 1}))["a"], 1);
     }
 
     #[test]

@@ -350,6 +350,8 @@ pub struct Feedback {
 pub struct Client {
     http: reqwest::Client,
     base: Url,
+    /// The limit on a request that is not a long-poll.
+    timeout: Duration,
 }
 
 impl fmt::Debug for Client {
@@ -357,12 +359,17 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("base", &self.base.as_str())
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
 /// How long a request may take beyond the long-poll it asked for.
 const SLACK: Duration = Duration::from_secs(15);
+
+/// How long a request other than a long-poll may take, unless [`Client::with_timeout`] says
+/// otherwise.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:7800`), with an agent token.
@@ -391,7 +398,19 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Client { http, base })
+        Ok(Client {
+            http,
+            base,
+            timeout: TIMEOUT,
+        })
+    }
+
+    /// The same client with another limit on how long a request may take (default 30 s), for
+    /// an agent that would rather give up early and try again. Long-polls are not affected:
+    /// [`Client::poll`] and [`Client::wait`] allow each request its wait plus 15 s.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
     }
 
     /// A client from the environment: `LOOPGATE_URL` (default [`DEFAULT_URL`]) and
@@ -440,12 +459,19 @@ impl Client {
     /// One long-poll: returns as soon as the action is final, or after `wait` (at most
     /// [`MAX_POLL`]) with whatever status it has then.
     pub async fn poll(&self, id: &str, wait: Duration) -> Result<Action, Error> {
+        self.send(self.poll_request(id, wait)).await
+    }
+
+    /// `GET /v1/actions/{id}?wait=...`, allowed the wait plus [`SLACK`] whatever the client's
+    /// own timeout.
+    fn poll_request(&self, id: &str, wait: Duration) -> reqwest::RequestBuilder {
         let wait = wait.min(MAX_POLL);
-        let mut req = self.request(Method::GET, &["v1", "actions", id], Some(wait + SLACK));
-        if !wait.is_zero() {
-            req = req.query(&[("wait", format!("{:.3}", wait.as_secs_f64()))]);
+        let req = self.request(Method::GET, &["v1", "actions", id], Some(wait + SLACK));
+        if wait.is_zero() {
+            req
+        } else {
+            req.query(&[("wait", format!("{:.3}", wait.as_secs_f64()))])
         }
-        self.send(req).await
     }
 
     /// Wait up to `timeout` for a final status, long-polling in slices of at most [`MAX_POLL`]
@@ -601,7 +627,7 @@ impl Client {
     ) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.url(segments))
-            .timeout(timeout.unwrap_or(Duration::from_secs(30)))
+            .timeout(timeout.unwrap_or(self.timeout))
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, Error> {
@@ -736,6 +762,26 @@ mod tests {
         .unwrap();
         assert!(a.status.is_approved() && a.edited());
         assert_eq!(a.decision.unwrap().verdict, "edit");
+    }
+
+    #[test]
+    fn the_request_timeout_is_configurable_and_long_polls_keep_theirs() {
+        let built = |req: reqwest::RequestBuilder| req.build().unwrap();
+        let c = Client::new("http://127.0.0.1:7800", "t").unwrap();
+        let post = |c: &Client| built(c.request(Method::POST, &["v1", "actions"], None));
+        assert_eq!(post(&c).timeout(), Some(&TIMEOUT));
+
+        let c = c.with_timeout(Duration::from_secs(5));
+        assert_eq!(post(&c).timeout(), Some(&Duration::from_secs(5)));
+        let poll = built(c.poll_request("a1", Duration::from_secs(30)));
+        assert_eq!(poll.url().query(), Some("wait=30.000"));
+        assert_eq!(poll.timeout(), Some(&Duration::from_secs(45)));
+        // Past the longest long-poll the server grants, the wait is cut to it.
+        let poll = built(c.poll_request("a1", Duration::from_secs(600)));
+        assert_eq!(poll.url().query(), Some("wait=60.000"));
+        // Without a wait, a look at the action: no query, and still the long-poll's slack.
+        let now = built(c.poll_request("a1", Duration::ZERO));
+        assert_eq!((now.url().query(), now.timeout()), (None, Some(&SLACK)));
     }
 
     #[test]
