@@ -9,12 +9,10 @@ use crate::AppState;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use base64::Engine;
 use chrono::Utc;
 use loopgate_domain::auth::Role;
 use loopgate_domain::policy::{Policy, PolicyError};
 use loopgate_domain::types::Name;
-use loopgate_domain::webhook::valid_pattern;
 use loopgate_store::{NewWebhook, PolicyRecord, StoreError};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -734,66 +732,24 @@ pub struct WebhookForm {
 /// The form as a new webhook, checked with the same rules as `POST /v1/webhooks`; the secret
 /// says whether it was generated (and must be shown once).
 fn new_webhook(form: &WebhookForm, user: &Session) -> Result<(NewWebhook, bool), String> {
-    let url = reqwest::Url::parse(form.url.trim())
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .ok_or("The URL must be an absolute http or https URL.")?;
     let events: Vec<String> = form
         .events
         .split(',')
         .map(|e| e.trim().to_owned())
         .filter(|e| !e.is_empty())
         .collect();
-    if events.is_empty() || events.len() > 50 {
-        return Err("List 1 to 50 event types (or *).".into());
-    }
-    if let Some(bad) = events.iter().find(|e| !valid_pattern(e)) {
-        return Err(format!(
-            "“{bad}” is not an event type, a family like review.*, or *."
-        ));
-    }
-    let format = form
-        .format
-        .as_deref()
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .unwrap_or("standard");
-    if !matches!(format, "standard" | "slack") {
-        return Err("The format must be standard or slack.".into());
-    }
-    let (secret, generated) = match form.secret.as_deref().map(str::trim) {
-        Some(s) if !s.is_empty() => {
-            let bytes = s
-                .strip_prefix("whsec_")
-                .and_then(|raw| base64::engine::general_purpose::STANDARD.decode(raw).ok())
-                .ok_or("The secret must be whsec_ followed by base64.")?;
-            if !(16..=64).contains(&bytes.len()) {
-                return Err("The secret must encode 16 to 64 bytes.".into());
-            }
-            (s.to_owned(), false)
-        }
-        _ => {
-            let bytes: [u8; 32] = rand::random();
-            (
-                format!(
-                    "whsec_{}",
-                    base64::engine::general_purpose::STANDARD.encode(bytes)
-                ),
-                true,
-            )
-        }
-    };
-    Ok((
-        NewWebhook {
-            workspace: user.workspace.clone(),
-            url: url.to_string(),
-            secret,
-            events,
-            format: format.to_owned(),
-            actor: user.actor(),
-        },
-        generated,
-    ))
+    crate::http::webhooks::new_webhook(
+        &user.workspace,
+        &user.actor(),
+        &form.url,
+        form.secret.as_deref(),
+        events,
+        form.format.as_deref(),
+    )
+    .map_err(|e| match e.field {
+        Some(field) => format!("{field}: {}", e.message),
+        None => e.message,
+    })
 }
 
 /// `POST /admin/webhooks`.

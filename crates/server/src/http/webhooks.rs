@@ -28,6 +28,72 @@ pub struct NewWebhookBody {
     pub format: Option<String>,
 }
 
+/// Check a webhook registration (the API's and the console's alike) and make its secret when
+/// none is given; the flag says whether it was generated (and must be shown once).
+pub(crate) fn new_webhook(
+    workspace: &str,
+    actor: &str,
+    url: &str,
+    secret: Option<&str>,
+    events: Vec<String>,
+    format: Option<&str>,
+) -> ApiResult<(NewWebhook, bool)> {
+    let url = reqwest::Url::parse(url.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| ApiError::invalid("url", "must be an absolute http or https URL"))?;
+    let (secret, generated) = match secret.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => {
+            let bytes = s
+                .strip_prefix("whsec_")
+                .and_then(|raw| base64::engine::general_purpose::STANDARD.decode(raw).ok())
+                .ok_or_else(|| ApiError::invalid("secret", "must be whsec_ followed by base64"))?;
+            if !(16..=64).contains(&bytes.len()) {
+                return Err(ApiError::invalid("secret", "must encode 16 to 64 bytes"));
+            }
+            (s.to_owned(), false)
+        }
+        None => {
+            let bytes: [u8; 32] = rand::random();
+            let s = format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            );
+            (s, true)
+        }
+    };
+    if events.is_empty() || events.len() > 50 {
+        return Err(ApiError::invalid(
+            "events",
+            "list 1 to 50 event types (or \"*\")",
+        ));
+    }
+    if let Some(bad) = events.iter().find(|e| !valid_pattern(e)) {
+        return Err(ApiError::invalid(
+            "events",
+            format!("{bad:?} is not an event type, a family like \"review.*\", or \"*\""),
+        ));
+    }
+    let format = format
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .unwrap_or("standard");
+    if !matches!(format, "standard" | "slack") {
+        return Err(ApiError::invalid("format", "must be standard or slack"));
+    }
+    Ok((
+        NewWebhook {
+            workspace: workspace.to_owned(),
+            url: url.to_string(),
+            secret,
+            events,
+            format: format.to_owned(),
+            actor: actor.to_owned(),
+        },
+        generated,
+    ))
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct CreatedWebhook {
     #[serde(flatten)]
@@ -48,59 +114,16 @@ pub async fn create(
     admin: Auth<Admin>,
     ApiJson(body): ApiJson<NewWebhookBody>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
-    let url = reqwest::Url::parse(&body.url)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .ok_or_else(|| ApiError::invalid("url", "must be an absolute http or https URL"))?;
-    let (secret, generated) = match body.secret {
-        Some(s) => {
-            let raw = s
-                .strip_prefix("whsec_")
-                .ok_or_else(|| ApiError::invalid("secret", "must be whsec_ followed by base64"))?;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(raw)
-                .map_err(|_| ApiError::invalid("secret", "must be whsec_ followed by base64"))?;
-            if !(16..=64).contains(&bytes.len()) {
-                return Err(ApiError::invalid("secret", "must encode 16 to 64 bytes"));
-            }
-            (s, false)
-        }
-        None => {
-            let bytes: [u8; 32] = rand::random();
-            let s = format!(
-                "whsec_{}",
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            );
-            (s, true)
-        }
-    };
-    if body.events.is_empty() || body.events.len() > 50 {
-        return Err(ApiError::invalid(
-            "events",
-            "list 1 to 50 event types (or \"*\")",
-        ));
-    }
-    if let Some(bad) = body.events.iter().find(|e| !valid_pattern(e)) {
-        return Err(ApiError::invalid(
-            "events",
-            format!("{bad:?} is not an event type, a family like \"review.*\", or \"*\""),
-        ));
-    }
-    let format = body.format.unwrap_or_else(|| "standard".into());
-    if !matches!(format.as_str(), "standard" | "slack") {
-        return Err(ApiError::invalid("format", "must be standard or slack"));
-    }
-    let webhook = state
-        .store
-        .create_webhook(NewWebhook {
-            workspace: admin.workspace.clone(),
-            url: url.to_string(),
-            secret: secret.clone(),
-            events: body.events,
-            format,
-            actor: admin.actor(),
-        })
-        .await?;
+    let (new, generated) = new_webhook(
+        &admin.workspace,
+        &admin.actor(),
+        &body.url,
+        body.secret.as_deref(),
+        body.events,
+        body.format.as_deref(),
+    )?;
+    let secret = new.secret.clone();
+    let webhook = state.store.create_webhook(new).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedWebhook {
