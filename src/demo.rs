@@ -301,7 +301,7 @@ fn banner(base: &str, database: &str, setup: &Setup) -> String {
         "  API       {base}/v1   (OpenAPI at {base}/openapi.json, health at {base}/healthz)"
     ));
     line(format!(
-        "  Console   {base}/   (the web console arrives in a later release; use the API for now)"
+        "  Console   {base}/   (sign in as a console user below, workspace demo)"
     ));
     line(String::new());
     line(format!("Console users (workspace {WORKSPACE}):"));
