@@ -43,6 +43,9 @@ pub struct Config {
     pub webhook_timeout: Duration,
     /// How often an idle SSE stream sends a keep-alive comment.
     pub sse_keepalive: Duration,
+    /// Where this server reaches its own API (the `/mcp` tools call it as the calling agent).
+    /// [`run`] sets it to the address it listens on; `None` falls back to `public_url`.
+    pub self_url: Option<String>,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             public_url: "http://127.0.0.1:7800".to_owned(),
             webhook_timeout: Duration::from_secs(10),
             sse_keepalive: Duration::from_secs(15),
+            self_url: None,
         }
     }
 }
@@ -94,9 +98,10 @@ impl AppState {
 pub async fn run(
     listener: TcpListener,
     store: Arc<dyn Store>,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    config.self_url = Some(self_url(listener.local_addr()?));
     let state = AppState::new(store, config);
     if let Err(e) = state.store.sweep_timers().await {
         tracing::warn!(error = %e, "the start-up timer sweep failed; the background sweep will retry");
@@ -116,4 +121,16 @@ pub async fn run(
         let _ = task.await;
     }
     result
+}
+
+/// The URL of the server listening on `addr`, from this host: a wildcard address (`0.0.0.0`,
+/// `::`) is reached through loopback.
+fn self_url(addr: std::net::SocketAddr) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }

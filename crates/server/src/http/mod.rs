@@ -14,6 +14,7 @@ pub mod system;
 pub mod webhooks;
 
 use crate::error::ApiError;
+use crate::extract::{AgentOnly, Auth};
 use crate::AppState;
 use axum::http::StatusCode;
 use axum::Router;
@@ -90,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     let body_limit = state.config.body_limit;
+    let mcp = mcp_service(&state);
     api.merge(crate::console::router())
         .route(
             "/openapi.json",
@@ -97,6 +99,13 @@ pub fn router(state: AppState) -> Router {
                 let doc = doc.clone();
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
+        )
+        .route(
+            "/mcp",
+            axum::routing::any_service(mcp).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                mcp_agent_only,
+            )),
         )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -120,6 +129,33 @@ pub fn router(state: AppState) -> Router {
             ))
         }))
         .with_state(state)
+}
+
+/// `/mcp`: the MCP tools (`loopgate-mcp`) over streamable HTTP. Each call acts as the agent whose
+/// token authorized its request, through the agent API of this very server.
+fn mcp_service(state: &AppState) -> loopgate_mcp::StreamableHttp {
+    let config = &state.config;
+    let base_url = config.self_url.as_ref().unwrap_or(&config.public_url);
+    let settings = loopgate_mcp::HttpSettings {
+        base_url: base_url.clone(),
+        timeout: loopgate_mcp::DEFAULT_TIMEOUT,
+        body_limit: config.body_limit,
+        sse_keepalive: config.sse_keepalive,
+    };
+    let mut stopping = state.stopping.clone();
+    loopgate_mcp::streamable_http(settings, async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    })
+}
+
+/// No MCP request without a valid agent token (401, or 403 for another role's), before any tool
+/// runs.
+async fn mcp_agent_only(
+    _agent: Auth<AgentOnly>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    next.run(req).await
 }
 
 /// Ids in paths: a malformed one is a clear 400, not a 404 that hides the typo.
