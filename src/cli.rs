@@ -176,15 +176,12 @@ fn init_logging() {
 async fn open(url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
     loopgate_store::open_with(url, true, options)
         .await
-        .with_context(|| format!("cannot open the database {}", redact(url)))
-}
-
-/// A database URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                loopgate_store::redact_url(url)
+            )
+        })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -277,8 +274,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .read_to_string(&mut input)
                 .context("cannot read the password from standard input")?;
             let password = input.lines().next().unwrap_or("").to_owned();
-            if password.chars().count() < 8 {
-                bail!("the password must be at least 8 characters");
+            if !loopgate_domain::auth::password_acceptable(&password) {
+                bail!("the password must be 8 to 1024 characters");
             }
             let role = match role {
                 UserRole::Reviewer => Role::Reviewer,
@@ -310,7 +307,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let url = db();
             let store = loopgate_store::open_with(&url, false, &options)
                 .await
-                .with_context(|| format!("cannot open the database {}", redact(&url)))?;
+                .with_context(|| {
+                    format!(
+                        "cannot open the database {}",
+                        loopgate_store::redact_url(&url)
+                    )
+                })?;
             let known = store.workspaces().await?;
             let workspaces = match workspace {
                 Some(w) if !known.contains(&w) => bail!("there is no workspace {w:?}"),

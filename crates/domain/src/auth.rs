@@ -37,6 +37,14 @@ impl Role {
     }
 }
 
+/// Console passwords, in characters: long enough to resist guessing, short enough that argon2
+/// hashing stays cheap. One rule for the CLI, the API and the console.
+pub const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=1024;
+
+pub fn password_acceptable(password: &str) -> bool {
+    PASSWORD_CHARS.contains(&password.chars().count())
+}
+
 /// Every API token starts with this, so a leaked one is easy to recognise by secret scanners.
 pub const TOKEN_PREFIX: &str = "lg_";
 
@@ -57,5 +65,9 @@ mod tests {
         assert!(Role::Admin.can_review() && Role::Reviewer.can_review());
         assert!(!Role::Agent.can_review());
         assert_eq!(token_hash("lg_x").len(), 64);
+        assert!(!password_acceptable("short"));
+        assert!(password_acceptable("eight ch"));
+        assert!(password_acceptable(&"é".repeat(1024)));
+        assert!(!password_acceptable(&"x".repeat(1025)));
     }
 }

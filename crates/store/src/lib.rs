@@ -341,6 +341,14 @@ pub struct NewWebhook {
     pub actor: String,
 }
 
+/// A database URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// Settings of the database connection.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {

@@ -47,6 +47,18 @@ mod tests {
     }
 
     #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            crate::redact_url("postgres://app:s3cret@db:5432/lg"),
+            "postgres://***@db:5432/lg"
+        );
+        assert_eq!(
+            crate::redact_url("sqlite://loopgate.db"),
+            "sqlite://loopgate.db"
+        );
+    }
+
+    #[test]
     fn passwords_verify() {
         let h = hash_password("correct horse").unwrap();
         assert!(h.starts_with("$argon2id$"));

@@ -577,7 +577,7 @@ async fn add_user(state: &AppState, user: &Session, form: &UserForm) -> PageResu
         Some(r @ (Role::Reviewer | Role::Admin)) => r,
         _ => return Ok(Some("Choose a role: reviewer or admin.".into())),
     };
-    if form.password.chars().count() < 8 || form.password.len() > 1024 {
+    if !loopgate_domain::auth::password_acceptable(&form.password) {
         return Ok(Some("The password must be 8 to 1024 characters.".into()));
     }
     let password = form.password.clone();

@@ -132,7 +132,7 @@ pub async fn create_user(
             "users are reviewers or admins; agents use keys",
         ));
     }
-    if body.password.chars().count() < 8 || body.password.len() > 1024 {
+    if !loopgate_domain::auth::password_acceptable(&body.password) {
         return Err(ApiError::invalid(
             "password",
             "must be 8 to 1024 characters",

@@ -42,7 +42,7 @@ pub mod db {
     pub async fn connect(url: &str, _create: bool, opts: &StoreOptions) -> Result<(Pool, Conn)> {
         let options = options(url, opts)?;
         let mut conn = options.connect().await.map_err(|e| {
-            StoreError::Unavailable(format!("cannot connect to {}: {e}", redact(url)))
+            StoreError::Unavailable(format!("cannot connect to {}: {e}", crate::redact_url(url)))
         })?;
         // Migrations from several nodes starting at once: sqlx takes an advisory lock itself.
         sqlx::migrate!("./migrations/postgres")
@@ -154,14 +154,6 @@ pub mod db {
             prev_hash: r.try_get("prev_hash")?,
             hash: r.try_get("hash")?,
         }))
-    }
-
-    /// A database URL without its password, for messages.
-    fn redact(url: &str) -> String {
-        match (url.find("://"), url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-            _ => url.to_owned(),
-        }
     }
 }
 
