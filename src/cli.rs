@@ -1,5 +1,7 @@
 //! The command line: `serve`, `demo`, `keys create`, `users create`, `policy check`,
-//! `audit verify`. Errors print one line and exit non-zero.
+//! `policy backtest`, `tune` (in `crate::learning_cli`), `audit verify`, `prune`, `backup`,
+//! `retention` (in `crate::retention`), `export training` (in `crate::export`). Errors print one
+//! line and exit non-zero.
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -53,11 +55,21 @@ enum Command {
         /// The URL people reach this server at, for links in webhooks (default: http://LISTEN).
         #[arg(long, env = "LOOPGATE_PUBLIC_URL")]
         public_url: Option<String>,
+        /// How often `threshold = "auto"` rules are recomputed from evidence (e.g. 10m), or
+        /// `off`.
+        #[arg(long, env = "LOOPGATE_AUTONOMY_INTERVAL", default_value = "10m", value_parser = parse_interval)]
+        autonomy_interval: Interval,
+        #[command(flatten)]
+        limits: crate::limit_flags::LimitFlags,
     },
     /// Run the server with a demo workspace, users and a simulated agent producing traffic.
     Demo {
         #[arg(long, env = "LOOPGATE_LISTEN", default_value = "127.0.0.1:7800")]
         listen: SocketAddr,
+        /// Past items (actions and chats, reviews decided) to record at start, so the learning
+        /// loop has evidence at once; skipped when the database already holds as many.
+        #[arg(long, default_value_t = crate::demo::history::DEFAULT_SIZE)]
+        history: usize,
     },
     /// API keys.
     Keys {
@@ -78,6 +90,38 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Recommend the lowest confidence threshold that keeps accuracy at a target, from graded
+    /// evidence (QA grades, approvals, edits, rejections, flags).
+    Tune {
+        /// The accuracy the auto-handled share must keep at the lower end of its 95% interval.
+        #[arg(long)]
+        target_accuracy: f64,
+        /// Only this agent's items.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only actions of this name (AI messages are left out).
+        #[arg(long)]
+        action: Option<String>,
+        /// How far back, e.g. 7d or 30d.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove decided and closed records older than each workspace's retention period.
+    Prune(crate::retention::PruneArgs),
+    /// Copy the (running) SQLite database to a new file; for PostgreSQL use pg_dump.
+    Backup(crate::retention::BackupArgs),
+    /// How long each workspace keeps its records.
+    Retention(crate::retention::RetentionArgs),
+    /// Exports of what humans taught the AI.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
     },
     /// An MCP server over stdio, acting as the agent whose token is in env LOOPGATE_TOKEN.
     Mcp {
@@ -137,6 +181,53 @@ enum UsersCommand {
 enum PolicyCommand {
     /// Validate a policy file: a summary and exit 0, or FILE:LINE:COL: message lines and exit 1.
     Check { file: PathBuf },
+    /// Replay recorded actions and messages through a candidate policy, side by side with the
+    /// one in force: outcomes per rule, automation rate, review load per queue, and the
+    /// known-bad items it would let through unreviewed.
+    Backtest {
+        file: PathBuf,
+        /// How far back, e.g. 7d or 30d.
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Only this agent's items.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only actions of this name.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TrainingFormat {
+    /// OpenAI chat fine-tuning: conversations with human-approved or human-written answers.
+    Openai,
+    /// OpenAI DPO preference pairs: the human's correction preferred over the AI's output.
+    Dpo,
+    /// Every human override (edit, rejection, bad grade) with its context.
+    Corrections,
+}
+
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// Training data as JSONL, streamed to standard output (or --output FILE).
+    Training {
+        #[arg(long, value_enum)]
+        format: TrainingFormat,
+        /// Only what was decided since then: a duration back from now (30d) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// Write here instead of standard output (complete, or not at all).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +292,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             policy,
             public_url,
+            autonomy_interval,
+            limits,
         } => {
             init_logging();
             let store = open(&db(), &options).await?;
@@ -215,13 +308,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let saved = store.put_policy("default", &text, "system:serve").await?;
                 tracing::info!(file = %file.display(), version = saved.version, "policy in force");
             }
-            serve(store, listen, public_url).await?;
+            let config = limits.apply(loopgate_server::Config {
+                autonomy_interval: autonomy_interval.0,
+                ..loopgate_server::Config::default()
+            });
+            serve(store, listen, public_url, config).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { listen } => {
+        Command::Demo { listen, history } => {
             init_logging();
             let url = database.unwrap_or_else(|| DEMO_DATABASE.to_owned());
-            crate::demo::run(&url, listen).await?;
+            crate::demo::run(&url, listen, history).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys {
@@ -301,18 +398,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => policy_check(&file),
+        Command::Policy {
+            command:
+                PolicyCommand::Backtest {
+                    file,
+                    since,
+                    agent,
+                    action,
+                    workspace,
+                    json,
+                },
+        } => {
+            let store = open_existing(&db(), &options).await?;
+            let args = crate::learning_cli::BacktestArgs {
+                file: &file,
+                workspace: &workspace,
+                since: &since,
+                agent,
+                action,
+                json,
+            };
+            crate::learning_cli::backtest(store.as_ref(), args).await
+        }
+        Command::Tune {
+            target_accuracy,
+            agent,
+            action,
+            since,
+            workspace,
+            json,
+        } => {
+            let store = open_existing(&db(), &options).await?;
+            let scope = loopgate_server::learning::Scope {
+                agent,
+                action,
+                since_ms: crate::learning_cli::since_ms(&since)?,
+            };
+            crate::learning_cli::tune(store.as_ref(), &workspace, scope, target_accuracy, json)
+                .await
+        }
         Command::Audit {
             command: AuditCommand::Verify { workspace },
         } => {
-            let url = db();
-            let store = loopgate_store::open_with(&url, false, &options)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot open the database {}",
-                        loopgate_store::redact_url(&url)
-                    )
-                })?;
+            let store = open_existing(&db(), &options).await?;
             let known = store.workspaces().await?;
             let workspaces = match workspace {
                 Some(w) if !known.contains(&w) => bail!("there is no workspace {w:?}"),
@@ -332,10 +460,72 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("ok {total} events");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Prune(args) => crate::retention::prune(&db(), &options, args).await,
+        Command::Backup(args) => crate::retention::backup(&db(), args).await,
+        Command::Retention(args) => crate::retention::retention(&db(), &options, args).await,
+        Command::Export {
+            command:
+                ExportCommand::Training {
+                    format,
+                    since,
+                    workspace,
+                    output,
+                },
+        } => {
+            let format = match format {
+                TrainingFormat::Openai => loopgate_domain::training::Format::OpenAi,
+                TrainingFormat::Dpo => loopgate_domain::training::Format::Dpo,
+                TrainingFormat::Corrections => loopgate_domain::training::Format::Corrections,
+            };
+            let store = open_existing(&db(), &options).await?;
+            let n = crate::export::training(
+                store,
+                &workspace,
+                format,
+                since.as_deref(),
+                output.as_deref(),
+            )
+            .await?;
+            if let Some(path) = output {
+                eprintln!("exported {n} records to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Mcp { url, timeout } => {
             crate::mcp::run(&url, timeout).await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Opens a database that must exist already (commands that only read it never create one).
+pub(crate) async fn open_existing(
+    url: &str,
+    options: &StoreOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
+    loopgate_store::open_with(url, false, options)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                loopgate_store::redact_url(url)
+            )
+        })
+}
+
+/// A period, or none (`off`).
+#[derive(Clone, Copy, Debug)]
+struct Interval(Option<std::time::Duration>);
+
+fn parse_interval(raw: &str) -> Result<Interval, String> {
+    if raw.trim().eq_ignore_ascii_case("off") {
+        return Ok(Interval(None));
+    }
+    match humantime::parse_duration(raw.trim()) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(Interval(Some(d))),
+        _ => Err(format!(
+            "{raw:?}: write a duration of at least 1s, such as 10m, or off"
+        )),
     }
 }
 
@@ -372,6 +562,20 @@ fn policy_check(file: &Path) -> anyhow::Result<ExitCode> {
                 if r.sample > 0.0 {
                     line.push_str(&format!(", {}% sampled", r.sample * 100.0));
                 }
+                match r.threshold {
+                    Some(loopgate_domain::policy::Threshold::Fixed(t)) => {
+                        line.push_str(&format!(", at confidence >= {t}"));
+                    }
+                    Some(loopgate_domain::policy::Threshold::Auto {
+                        target_accuracy,
+                        min,
+                        max,
+                        ..
+                    }) => line.push_str(&format!(
+                        ", at a tuned confidence floor ({min} to {max}, for {target_accuracy} accuracy)"
+                    )),
+                    None => {}
+                }
                 println!("{line}");
             }
             println!("  anything else -> review (no rule matched)");
@@ -386,6 +590,7 @@ pub async fn serve(
     store: Arc<dyn Store>,
     listen: SocketAddr,
     public_url: Option<String>,
+    config: loopgate_server::Config,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -394,7 +599,7 @@ pub async fn serve(
     tracing::info!("loopgate listening on http://{addr}");
     let config = loopgate_server::Config {
         public_url: public_url.unwrap_or_else(|| format!("http://{addr}")),
-        ..loopgate_server::Config::default()
+        ..config
     };
     loopgate_server::run(listener, store, config, shutdown_signal())
         .await

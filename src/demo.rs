@@ -7,6 +7,11 @@
 //! exercises the real path (auth, policy, store, long-polls) and nothing in it is special-cased.
 //! Their customers' words are real support messages from BANKING77 (see `demo/README.md` for the
 //! credit).
+//!
+//! Two simulated reviewers ([`reviewers`]) decide a share of the queues over the same API, and a
+//! backlog of past work ([`history`]) is recorded at start, so the learning loop (`tune`,
+//! `policy backtest`, the `threshold = "auto"` rule, the stats page's calibration) has evidence
+//! within a minute.
 
 use anyhow::{anyhow, Context};
 use loopgate_client::{
@@ -27,6 +32,9 @@ use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+pub mod history;
+mod reviewers;
+
 /// The workspace the demo fills.
 pub const WORKSPACE: &str = "demo";
 
@@ -43,13 +51,23 @@ const USERS: [(&str, Role, &str); 2] = [
 ];
 
 /// API keys created on every run (a token is only visible when created).
-const KEYS: [(&str, Role); 5] = [
+const KEYS: [(&str, Role); 7] = [
     ("support-bot", Role::Agent),
     ("ops-bot", Role::Agent),
     (CHAT_BOT, Role::Agent),
     ("alice", Role::Reviewer),
     ("admin", Role::Admin),
+    (reviewers::NAMES[0], Role::Reviewer),
+    (reviewers::NAMES[1], Role::Reviewer),
 ];
+
+/// How often the server recomputes `threshold = "auto"` rules in the demo: often, so progressive
+/// autonomy shows within minutes (a real deployment's default is 10 minutes).
+const AUTONOMY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The demo policy's `threshold = "auto"` rule: order look-ups run unreviewed above a confidence
+/// the server tunes from evidence.
+const AUTO_RULE: &str = "confident order look-ups run";
 
 /// Mail to this domain stays inside the bank; the policy treats anything else as external.
 const INTERNAL_DOMAIN: &str = "northwind-bank.example";
@@ -78,8 +96,9 @@ const FOLLOW_UP_ROUNDS: u32 = 10;
 /// their wait on top.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Run the demo until Ctrl-C or SIGTERM.
-pub async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
+/// Run the demo until Ctrl-C or SIGTERM, first recording `history` past items (unless the
+/// database already holds that much evidence).
+pub async fn run(url: &str, listen: SocketAddr, history: usize) -> anyhow::Result<()> {
     // Both embedded files are checked before anything is written, so a broken build fails fast.
     Policy::parse(POLICY).map_err(|errors| {
         let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
@@ -101,17 +120,31 @@ pub async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
     let store = loopgate_store::open(url)
         .await
         .with_context(|| format!("cannot open the database {url}"))?;
-    let setup = prepare(store.as_ref()).await?;
+    let mut setup = prepare(store.as_ref()).await?;
+    // A database from an earlier run has its history already: do not pile on another.
+    let recorded = store
+        .count_evidence(WORKSPACE, &loopgate_store::EvidenceFilter::default(), 0)
+        .await
+        .context("cannot count the recorded items")?;
+    setup.history = if recorded >= history as u64 {
+        History::Present(recorded)
+    } else {
+        History::Recording(history)
+    };
     let base = format!("http://{}", reachable(addr));
     println!("{}", banner(&base, url, &setup));
 
     // Agents stop first, then the server, so no agent request is cut off by the server going away.
     let (stop_agents, agents_stopping) = watch::channel(false);
     let (stop_server, server_stopping) = watch::channel(false);
+    let config = loopgate_server::Config {
+        autonomy_interval: Some(AUTONOMY_INTERVAL),
+        ..loopgate_server::Config::default()
+    };
     let mut server = tokio::spawn(loopgate_server::run(
         listener,
         store,
-        loopgate_server::Config::default(),
+        config,
         stopped(server_stopping),
     ));
 
@@ -140,6 +173,31 @@ pub async fn run(url: &str, listen: SocketAddr) -> anyhow::Result<()> {
         stop: agents_stopping.clone(),
     };
     agents.spawn(chat_bot.run());
+
+    let reviewer_for = |name: &'static str| -> anyhow::Result<reviewers::ReviewerApi> {
+        reviewers::ReviewerApi::new(name, &base, setup.token(name)?)
+            .with_context(|| format!("cannot make {name}'s HTTP client"))
+    };
+    for name in reviewers::NAMES {
+        agents.spawn(reviewers::run(reviewer_for(name)?, agents_stopping.clone()));
+    }
+    if let History::Recording(size) = setup.history {
+        let recorders = history::Recorders {
+            support: client_for(Profile::Support.name())?,
+            ops: client_for(Profile::Ops.name())?,
+            chat: client_for(CHAT_BOT)?,
+            reviewers: [
+                reviewer_for(reviewers::NAMES[0])?,
+                reviewer_for(reviewers::NAMES[1])?,
+            ],
+        };
+        agents.spawn(history::record(
+            recorders,
+            messages.clone(),
+            size,
+            agents_stopping.clone(),
+        ));
+    }
 
     let server_ended_early = tokio::select! {
         _ = crate::cli::shutdown_signal() => None,
@@ -197,8 +255,18 @@ struct Token {
     token: String,
 }
 
+/// The backlog of past work at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// This many past items are being recorded now.
+    Recording(usize),
+    /// The database already holds this many recorded items (an earlier run's).
+    Present(u64),
+}
+
 /// What the banner reports about the set-up.
 struct Setup {
+    history: History,
     policy_version: i64,
     rules: usize,
     tokens: Vec<Token>,
@@ -269,6 +337,7 @@ async fn prepare(store: &dyn Store) -> anyhow::Result<Setup> {
         users.push((username, role, password, created));
     }
     Ok(Setup {
+        history: History::Recording(0),
         policy_version: saved.version,
         rules,
         tokens,
@@ -320,7 +389,7 @@ fn banner(base: &str, database: &str, setup: &Setup) -> String {
     line("API tokens (new on every run and shown only now):".to_owned());
     for t in &setup.tokens {
         line(format!(
-            "  {:<12} {:<9} {}",
+            "  {:<14} {:<9} {}",
             t.name,
             t.role.as_str(),
             t.token
@@ -336,6 +405,48 @@ fn banner(base: &str, database: &str, setup: &Setup) -> String {
             .to_owned(),
     );
     line("chatting with customers (its answers go through the message rules); Ctrl-C stops the demo.".to_owned());
+    line(String::new());
+    let [first, second] = reviewers::NAMES;
+    let queues: Vec<String> = reviewers::QUEUES
+        .iter()
+        .map(|(queue, _, kind)| match kind {
+            Some(kind) => format!("{queue} ({kind}s only)"),
+            None => (*queue).to_owned(),
+        })
+        .collect();
+    let (last, rest) = queues
+        .split_last()
+        .map_or((String::new(), &[][..]), |(l, r)| (l.clone(), r));
+    let history = match setup.history {
+        History::Recording(n) => format!(
+            "History: {n} past items (actions and chats, their reviews decided) are being recorded now,"
+        ),
+        History::Present(n) => format!(
+            "History: the database holds {n} recorded items from earlier runs (none added),"
+        ),
+    };
+    for paragraph in [
+        format!(
+            "Simulated reviewers {first} and {second} decide a share of the work at a human pace in the {} and \
+             {last} queues, always leaving the newest {} of each for you; escalated chats (specialists, \
+             compliance) are all yours. Like careful people, they find what the AI was sure about mostly \
+             right and what it was unsure about often wrong (rejected, edited, graded incorrect): the \
+             evidence the learning loop learns from.",
+            rest.join(", "),
+            reviewers::LEFT_FOR_HUMANS
+        ),
+        format!("{history} so the learning loop has evidence within a minute."),
+        format!(
+            "Progressive autonomy: the rule \"{AUTO_RULE}\" has threshold = \"auto\": every {} s the \
+             server re-tunes it from the evidence (target accuracy 0.95), and look-ups above it run \
+             unreviewed.",
+            AUTONOMY_INTERVAL.as_secs()
+        ),
+    ] {
+        for l in wrap(&paragraph, 100) {
+            line(l);
+        }
+    }
     line(String::new());
     line("Try it:".to_owned());
     let alice = token_of("alice");
@@ -370,7 +481,52 @@ fn banner(base: &str, database: &str, setup: &Setup) -> String {
     line(format!(
         "  curl -s -X POST \"{base}/v1/conversations/$CONVERSATION_ID/handback\" -H 'Authorization: Bearer {alice}'"
     ));
+    line(String::new());
+    let admin = token_of("admin");
+    line("The learning loop (give the history a minute):".to_owned());
+    line("  # 7. the lowest confidence threshold that keeps accuracy at 95%, and how much would then run alone".to_owned());
+    line(format!(
+        "  loopgate tune --target-accuracy 0.95 --database {database} --workspace {WORKSPACE}"
+    ));
+    line(format!(
+        "  curl -s '{base}/v1/tune?target_accuracy=0.95' -H 'Authorization: Bearer {alice}'"
+    ));
+    line("  # 8. replay the recorded work through a candidate policy with lower thresholds: what it would".to_owned());
+    line("  #    automate, and the known-bad items it would let through (demo/candidate.toml in the source tree)".to_owned());
+    line(format!(
+        "  loopgate policy backtest demo/candidate.toml --database {database} --workspace {WORKSPACE}"
+    ));
+    line(format!(
+        "  curl -s -X POST '{base}/v1/policy/backtest' -H 'Authorization: Bearer {admin}' -H 'Content-Type: application/toml' --data-binary @demo/candidate.toml"
+    ));
+    line(format!(
+        "  # 9. the auto threshold of \"{AUTO_RULE}\" as the server has tuned it so far"
+    ));
+    line(format!(
+        "  curl -s '{base}/v1/policy/thresholds' -H 'Authorization: Bearer {admin}'"
+    ));
+    line("  # 10. the stats page: automation, overrides, accuracy per confidence band (calibration), per agent and action".to_owned());
+    line(format!("  {base}/stats   (sign in as admin)"));
     out
+}
+
+/// `text` as lines of at most `width` characters, broken at spaces (a longer word stands alone).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for word in text.split_whitespace() {
+        if !current.is_empty() && current.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    if !current.is_empty() {
+        lines.push(current);
+    }
+    lines
 }
 
 /// One customer message of the sample, with its intent label.
@@ -1807,7 +1963,8 @@ impl ChatFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loopgate_domain::policy::{Outcome, PolicyInput, Routing, SubjectKind};
+    use loopgate_domain::policy::{Outcome, PolicyInput, Routing, SubjectKind, Threshold};
+    use std::collections::HashMap;
 
     fn route(
         policy: &Policy,
@@ -1836,7 +1993,7 @@ mod tests {
             Ok(p) => p,
             Err(errors) => panic!("demo/policy.toml: {errors:?}"),
         };
-        assert_eq!(policy.rules().len(), 14);
+        assert_eq!(policy.rules().len(), 16);
 
         let r = route(
             &policy,
@@ -1904,6 +2061,42 @@ mod tests {
         let r = route(&policy, "lookup_order", json!({}), None, "standard");
         assert_eq!(r.queue, "triage", "no confidence counts as unsure");
 
+        // Look-ups run only above the tuned threshold: 0.99 (the cautious end) until the server
+        // has evidence, then wherever it puts it, within 0.6..=0.99.
+        let auto = policy
+            .rules()
+            .iter()
+            .find(|r| r.name == AUTO_RULE)
+            .and_then(|r| r.threshold);
+        assert!(
+            matches!(auto, Some(Threshold::Auto { target_accuracy, min, max, current })
+                if target_accuracy == 0.95 && min == 0.6 && max == 0.99 && current == 0.99),
+            "{auto:?}"
+        );
+        let r = route(&policy, "lookup_order", json!({}), Some(0.95), "standard");
+        assert_eq!(
+            (r.outcome, r.queue.as_str(), r.rule.as_deref()),
+            (
+                Outcome::Review,
+                "triage",
+                Some("other order look-ups checked by triage")
+            )
+        );
+        let r = route(&policy, "lookup_order", json!({}), Some(0.99), "standard");
+        assert_eq!((r.outcome, r.sample), (Outcome::Approve, 0.1));
+        let tuned = policy.with_auto_thresholds(&HashMap::from([(AUTO_RULE.to_owned(), 0.9)]));
+        let r = route(&tuned, "lookup_order", json!({}), Some(0.95), "standard");
+        assert_eq!(
+            (r.outcome, r.rule.as_deref()),
+            (Outcome::Approve, Some(AUTO_RULE))
+        );
+        let r = route(&tuned, "lookup_order", json!({}), Some(0.7), "standard");
+        assert_eq!(r.outcome, Outcome::Review);
+        // Never below its floor, whatever the server says.
+        let floor = policy.with_auto_thresholds(&HashMap::from([(AUTO_RULE.to_owned(), 0.1)]));
+        let r = route(&floor, "lookup_order", json!({}), Some(0.55), "standard");
+        assert_eq!(r.outcome, Outcome::Review);
+
         let r = route(&policy, "change_address", json!({}), Some(0.85), "standard");
         assert_eq!((r.outcome, r.queue.as_str()), (Outcome::Review, "accounts"));
         let r = route(&policy, "change_address", json!({}), Some(0.95), "standard");
@@ -1930,16 +2123,16 @@ mod tests {
             json!({"customer": {"id": "cus_1", "tier": "standard"}, "tags": ["medical", "legal"]});
         let r = policy.evaluate(&PolicyInput {
             kind: SubjectKind::Action,
-            action_name: "lookup_order",
+            action_name: "change_address",
             arguments: &json!({}),
             message_text: "",
             confidence: Some(0.95),
             context: &context,
-            agent: "support-bot",
+            agent: "ops-bot",
             conversation_state: "",
             conversation_turns: 0,
         });
-        assert_eq!(r.outcome, Outcome::Approve);
+        assert_eq!(r.outcome, Outcome::Approve, "{}", r.reason);
     }
 
     /// Route an AI answer the way `POST /v1/conversations/{id}/messages` does.
@@ -2297,6 +2490,102 @@ mod tests {
             ChatFailure::Failed(e) if e.0.starts_with("POST /v1/conversations: cannot reach Loopgate")
         ));
         assert_eq!(object(json!({"a": 1}))["a"], 1);
+    }
+
+    #[test]
+    fn the_banner_says_what_the_reviewers_do_and_how_to_see_the_learning_loop() {
+        let setup = Setup {
+            history: History::Recording(1000),
+            policy_version: 1,
+            rules: 16,
+            tokens: KEYS
+                .iter()
+                .map(|&(name, role)| Token {
+                    name,
+                    role,
+                    token: format!("lg_{name}"),
+                })
+                .collect(),
+            users: Vec::new(),
+        };
+        let text = banner("http://127.0.0.1:7800", "sqlite://x.db", &setup);
+        for needle in [
+            "  sim-reviewer-2 reviewer  lg_sim-reviewer-2",
+            "Simulated reviewers sim-reviewer and sim-reviewer-2",
+            "triage, finance, accounts, comms, support (drafts only), qa, default and feedback queues",
+            "newest 3 of each",
+            "History: 1000 past items",
+            "loopgate tune --target-accuracy 0.95 --database sqlite://x.db --workspace demo",
+            "loopgate policy backtest demo/candidate.toml --database sqlite://x.db --workspace demo",
+            "/v1/policy/backtest' -H 'Authorization: Bearer lg_admin'",
+            "http://127.0.0.1:7800/stats",
+            AUTO_RULE,
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+        assert!(
+            text.lines().all(|l| l.len() <= 100 || l.starts_with("  ")),
+            "{text}"
+        );
+        // tests/demo.rs waits for this last line before reading the banner.
+        assert_eq!(
+            text.lines().last(),
+            Some("  http://127.0.0.1:7800/stats   (sign in as admin)")
+        );
+        let again = Setup {
+            history: History::Present(5000),
+            ..setup
+        };
+        assert!(banner("http://h", "sqlite://x.db", &again).contains("holds 5000 recorded items"));
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces() {
+        assert_eq!(wrap("aa bb cc", 5), ["aa bb", "cc"]);
+        assert_eq!(wrap("a verylongword b", 4), ["a", "verylongword", "b"]);
+        assert!(wrap("  ", 10).is_empty());
+    }
+
+    #[test]
+    fn the_candidate_policy_parses_and_lowers_the_bars() {
+        let candidate = match Policy::parse(include_str!("../demo/candidate.toml")) {
+            Ok(p) => p,
+            Err(errors) => panic!("demo/candidate.toml: {errors:?}"),
+        };
+        let current = match Policy::parse(POLICY) {
+            Ok(p) => p,
+            Err(errors) => panic!("{errors:?}"),
+        };
+        let names = |p: &Policy| p.rules().iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&candidate),
+            names(&current),
+            "the same rules, in the same order"
+        );
+        let r = route(
+            &candidate,
+            "lookup_order",
+            json!({}),
+            Some(0.65),
+            "standard",
+        );
+        assert_eq!(r.outcome, Outcome::Approve);
+        let r = route(
+            &candidate,
+            "issue_refund",
+            json!({"amount": 80}),
+            Some(0.95),
+            "standard",
+        );
+        assert_eq!(r.outcome, Outcome::Approve);
+        let r = route(
+            &current,
+            "issue_refund",
+            json!({"amount": 80}),
+            Some(0.95),
+            "standard",
+        );
+        assert_eq!(r.outcome, Outcome::Review);
     }
 
     #[test]

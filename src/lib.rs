@@ -3,4 +3,8 @@
 
 pub mod cli;
 pub mod demo;
+pub mod export;
+pub mod learning_cli;
+pub mod limit_flags;
 pub mod mcp;
+pub mod retention;

@@ -1,6 +1,8 @@
 //! Exactly-once under concurrency: many clients racing for the same review, the same queue, the
-//! same idempotency key. Each test runs on a multi-threaded runtime and releases its requests
-//! together through a barrier. Run with `--nocapture` to see the counts.
+//! same conversation, the same idempotency key. Each test runs on a multi-threaded runtime and
+//! releases its requests together through a barrier, for `LOOPGATE_RACE_ROUNDS` rounds (default
+//! 3; `scripts/reliability` runs many). Run with `--nocapture` to see the counts: each race prints
+//! one `race-rounds:` line (rounds run, winners, losers).
 
 use crate::actions::{all_events, all_reviews, events_of};
 use crate::helpers::*;
@@ -37,6 +39,50 @@ where
         .collect()
 }
 
+/// How many rounds each race runs: `LOOPGATE_RACE_ROUNDS`, default 3.
+fn rounds() -> usize {
+    match std::env::var("LOOPGATE_RACE_ROUNDS") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("LOOPGATE_RACE_ROUNDS={v:?} is not a whole number")),
+        Err(_) => 3,
+    }
+}
+
+/// What a race came to over its rounds. `report` prints one line that `scripts/reliability`
+/// adds up.
+struct Tally {
+    race: &'static str,
+    rounds: usize,
+    winners: usize,
+    losers: usize,
+}
+
+impl Tally {
+    fn new(race: &'static str) -> Tally {
+        Tally {
+            race,
+            rounds: 0,
+            winners: 0,
+            losers: 0,
+        }
+    }
+
+    fn round(&mut self, winners: usize, losers: usize) {
+        self.rounds += 1;
+        self.winners += winners;
+        self.losers += losers;
+    }
+
+    fn report(&self) {
+        println!(
+            "race-rounds: {}: rounds={} winners={} losers={}",
+            self.race, self.rounds, self.winners, self.losers
+        );
+    }
+}
+
 fn count(statuses: &[StatusCode], want: StatusCode) -> usize {
     statuses.iter().filter(|s| **s == want).count()
 }
@@ -57,49 +103,61 @@ async fn held_refund(app: &TestApp, amount: i64) -> (String, String) {
 async fn twenty_concurrent_decisions_one_wins() {
     let app = Arc::new(TestApp::spawn().await);
     app.put_policy(REFUND_POLICY).await;
-    let (aid, rid) = held_refund(&app, 100).await;
-
-    let results = race(&app, 20, |app, i| {
-        let rid = rid.clone();
-        async move {
-            let token = if i % 2 == 0 {
-                app.ann.clone()
-            } else {
-                app.bob.clone()
-            };
-            let verdict = if i % 4 < 2 { "approve" } else { "reject" };
-            let (s, body) = app.decide(&token, &rid, json!({"verdict": verdict})).await;
-            (s, verdict, body)
-        }
-    })
-    .await;
-    let statuses: Vec<StatusCode> = results.iter().map(|r| r.0).collect();
-    let ok = count(&statuses, StatusCode::OK);
-    let conflict = count(&statuses, StatusCode::CONFLICT);
-    println!("20 concurrent decisions: {ok} x 200, {conflict} x 409");
-    assert_eq!(ok, 1, "exactly one decision wins: {statuses:?}");
-    assert_eq!(conflict, 19, "the rest are conflicts: {statuses:?}");
-
-    let (_, verdict, winner) = results.iter().find(|r| r.0 == StatusCode::OK).unwrap();
-    let want = if *verdict == "approve" {
-        "approved"
-    } else {
-        "rejected"
-    };
-    assert_eq!(winner["outcome"], want, "{winner}");
-    assert_eq!(app.action(&aid).await["status"], want);
-
-    let (_, r) = app
-        .send(app.get(&format!("/v1/reviews/{rid}"), &app.ann))
+    let mut tally = Tally::new("concurrent decisions on one review");
+    for round in 0..rounds() {
+        let (aid, rid) = held_refund(&app, (round % 400) as i64 + 1).await;
+        let results = race(&app, 20, |app, i| {
+            let rid = rid.clone();
+            async move {
+                let token = if i % 2 == 0 {
+                    app.ann.clone()
+                } else {
+                    app.bob.clone()
+                };
+                let verdict = if (i + round) % 4 < 2 {
+                    "approve"
+                } else {
+                    "reject"
+                };
+                let (s, body) = app.decide(&token, &rid, json!({"verdict": verdict})).await;
+                (s, verdict, body)
+            }
+        })
         .await;
-    assert_eq!(r["decisions"].as_array().unwrap().len(), 1, "{r}");
+        let statuses: Vec<StatusCode> = results.iter().map(|r| r.0).collect();
+        let ok = count(&statuses, StatusCode::OK);
+        let conflict = count(&statuses, StatusCode::CONFLICT);
+        assert_eq!(
+            ok, 1,
+            "round {round}: exactly one decision wins: {statuses:?}"
+        );
+        assert_eq!(
+            conflict, 19,
+            "round {round}: the rest are conflicts: {statuses:?}"
+        );
+        tally.round(ok, conflict);
 
-    let events = all_events(&app).await;
-    let decided = events_of(&events, "review.decided", &format!("review:{rid}")).len();
-    let action_decided = events_of(&events, "action.decided", &format!("action:{aid}")).len();
-    println!("review.decided events: {decided}, action.decided events: {action_decided}");
-    assert_eq!(decided, 1);
-    assert_eq!(action_decided, 1);
+        let (_, verdict, winner) = results.iter().find(|r| r.0 == StatusCode::OK).unwrap();
+        let want = if *verdict == "approve" {
+            "approved"
+        } else {
+            "rejected"
+        };
+        assert_eq!(winner["outcome"], want, "{winner}");
+        assert_eq!(app.action(&aid).await["status"], want);
+
+        let (_, r) = app
+            .send(app.get(&format!("/v1/reviews/{rid}"), &app.ann))
+            .await;
+        assert_eq!(r["decisions"].as_array().unwrap().len(), 1, "{r}");
+
+        let events = all_events(&app).await;
+        let decided = events_of(&events, "review.decided", &format!("review:{rid}")).len();
+        let action_decided = events_of(&events, "action.decided", &format!("action:{aid}")).len();
+        assert_eq!(decided, 1, "round {round}");
+        assert_eq!(action_decided, 1, "round {round}");
+    }
+    tally.report();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -230,92 +288,236 @@ async fn racing_next_hands_out_every_review_exactly_once() {
     assert!(open.iter().all(|r| r["status"] == "decided"), "{open:?}");
 }
 
+/// Twenty reviewer keys of the default workspace, named `reviewer-0`...
+async fn reviewers(app: &TestApp, n: usize) -> Arc<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let name = format!("reviewer-{i}");
+        let token = app.key("default", &name, Role::Reviewer).await;
+        out.push((name, token));
+    }
+    Arc::new(out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_of_one_review_one_wins() {
     let app = Arc::new(TestApp::spawn().await);
     app.put_policy(REFUND_POLICY).await;
-    let (_, rid) = held_refund(&app, 100).await;
     const N: usize = 20;
-    let mut tokens = Vec::new();
-    for i in 0..N {
-        tokens.push(
-            app.key("default", &format!("reviewer-{i}"), Role::Reviewer)
-                .await,
+    let tokens = reviewers(&app, N).await;
+    let mut tally = Tally::new("concurrent claims of one review");
+    for round in 0..rounds() {
+        let (_, rid) = held_refund(&app, (round % 400) as i64 + 1).await;
+        let results = race(&app, N, |app, i| {
+            let (rid, tokens) = (rid.clone(), tokens.clone());
+            async move {
+                app.send(app.post(&format!("/v1/reviews/{rid}/claim"), &tokens[i].1))
+                    .await
+            }
+        })
+        .await;
+        let statuses: Vec<StatusCode> = results.iter().map(|r| r.0).collect();
+        let ok = count(&statuses, StatusCode::OK);
+        let conflict = count(&statuses, StatusCode::CONFLICT);
+        assert_eq!(ok, 1, "round {round}: {statuses:?}");
+        assert_eq!(conflict, N - 1, "round {round}: {statuses:?}");
+        tally.round(ok, conflict);
+
+        let winner = &results.iter().find(|r| r.0 == StatusCode::OK).unwrap().1;
+        let (_, r) = app
+            .send(app.get(&format!("/v1/reviews/{rid}"), &app.ann))
+            .await;
+        assert_eq!(r["status"], "claimed");
+        assert_eq!(r["claimed_by"], winner["claimed_by"], "{r}");
+        let events = all_events(&app).await;
+        assert_eq!(
+            events_of(&events, "review.claimed", &format!("review:{rid}")).len(),
+            1
         );
     }
-    let tokens = Arc::new(tokens);
+    tally.report();
+}
 
-    let results = race(&app, N, |app, i| {
-        let (rid, tokens) = (rid.clone(), tokens.clone());
-        async move {
-            app.send(app.post(&format!("/v1/reviews/{rid}/claim"), &tokens[i]))
-                .await
+/// Each round, `N` reviewers call `next` at once on a queue holding `K` reviews: exactly `K`
+/// win, each with a different review, and the rest get 204.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_next_hands_each_review_to_one_reviewer() {
+    let app = Arc::new(TestApp::spawn().await);
+    app.put_policy(REFUND_POLICY).await;
+    const N: usize = 20;
+    const K: usize = 3;
+    let tokens = reviewers(&app, N).await;
+    let mut tally = Tally::new("concurrent next on a queue");
+    for round in 0..rounds() {
+        let mut want = HashSet::new();
+        for k in 0..K {
+            want.insert(
+                held_refund(&app, ((round * K + k) % 400) as i64 + 1)
+                    .await
+                    .1,
+            );
         }
-    })
-    .await;
-    let statuses: Vec<StatusCode> = results.iter().map(|r| r.0).collect();
-    let ok = count(&statuses, StatusCode::OK);
-    let conflict = count(&statuses, StatusCode::CONFLICT);
-    println!("{N} concurrent claims by {N} reviewers: {ok} x 200, {conflict} x 409");
-    assert_eq!(ok, 1, "{statuses:?}");
-    assert_eq!(conflict, N - 1, "{statuses:?}");
-
-    let winner = &results.iter().find(|r| r.0 == StatusCode::OK).unwrap().1;
-    let (_, r) = app
-        .send(app.get(&format!("/v1/reviews/{rid}"), &app.ann))
+        let results = race(&app, N, |app, i| {
+            let tokens = tokens.clone();
+            async move {
+                let (s, r) = app
+                    .send(app.post("/v1/reviews/next?queue=finance", &tokens[i].1))
+                    .await;
+                (i, s, r)
+            }
+        })
         .await;
-    assert_eq!(r["status"], "claimed");
-    assert_eq!(r["claimed_by"], winner["claimed_by"], "{r}");
+        let statuses: Vec<StatusCode> = results.iter().map(|r| r.1).collect();
+        let ok = count(&statuses, StatusCode::OK);
+        let empty = count(&statuses, StatusCode::NO_CONTENT);
+        assert_eq!(ok, K, "round {round}: one winner per review: {statuses:?}");
+        assert_eq!(empty, N - K, "round {round}: {statuses:?}");
+        tally.round(ok, empty);
+        let handed: HashSet<String> = results
+            .iter()
+            .filter(|r| r.1 == StatusCode::OK)
+            .map(|r| {
+                assert_eq!(r.2["claimed_by"], tokens[r.0].0.as_str(), "{}", r.2);
+                r.2["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(handed, want, "round {round}: each review handed out once");
+        // The winners decide, so the queue is empty for the next round.
+        for (i, _, r) in results.iter().filter(|r| r.1 == StatusCode::OK) {
+            let rid = r["id"].as_str().unwrap();
+            let (s, d) = app
+                .decide(&tokens[*i].1, rid, json!({"verdict": "approve"}))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{d}");
+        }
+    }
     let events = all_events(&app).await;
+    let claimed = events
+        .iter()
+        .filter(|e| e["type"] == "review.claimed")
+        .count();
     assert_eq!(
-        events_of(&events, "review.claimed", &format!("review:{rid}")).len(),
-        1
+        claimed, tally.winners,
+        "one claim event per review handed out"
     );
+    tally.report();
+}
+
+/// Each round, twenty reviewers take over one conversation at once (from `ai`, or from `waiting`
+/// where the escalation must be answered once): one wins, the rest get 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_takeovers_of_one_conversation_one_wins() {
+    let app = Arc::new(TestApp::spawn().await);
+    const N: usize = 20;
+    let tokens = reviewers(&app, N).await;
+    let mut tally = Tally::new("concurrent takeovers of one conversation");
+    for round in 0..rounds() {
+        let (s, c) = app
+            .send(app.post("/v1/conversations", &app.agent).json(&json!({})))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        let cid = c["id"].as_str().unwrap().to_owned();
+        let escalated = round % 2 == 1;
+        if escalated {
+            let (s, b) = app
+                .send(app.post(&format!("/v1/conversations/{cid}/escalate"), &app.agent))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+        }
+        let results = race(&app, N, |app, i| {
+            let (cid, tokens) = (cid.clone(), tokens.clone());
+            async move {
+                let (s, _) = app
+                    .send(app.post(&format!("/v1/conversations/{cid}/takeover"), &tokens[i].1))
+                    .await;
+                (i, s)
+            }
+        })
+        .await;
+        let statuses: Vec<StatusCode> = results.iter().map(|r| r.1).collect();
+        let ok = count(&statuses, StatusCode::OK);
+        let conflict = count(&statuses, StatusCode::CONFLICT);
+        assert_eq!(
+            ok, 1,
+            "round {round}: exactly one takeover wins: {statuses:?}"
+        );
+        assert_eq!(conflict, N - 1, "round {round}: {statuses:?}");
+        tally.round(ok, conflict);
+
+        let winner = results.iter().find(|r| r.1 == StatusCode::OK).unwrap().0;
+        let (_, c) = app
+            .send(app.get(&format!("/v1/conversations/{cid}"), &app.ann))
+            .await;
+        assert_eq!(c["state"], "human", "{c}");
+        assert_eq!(c["assignee"], tokens[winner].0.as_str(), "{c}");
+        let events = all_events(&app).await;
+        let subject = format!("conversation:{cid}");
+        assert_eq!(
+            events_of(&events, "conversation.taken_over", &subject).len(),
+            1,
+            "round {round}"
+        );
+        if escalated {
+            let answered = events
+                .iter()
+                .filter(|e| e["type"] == "review.decided" && e["data"]["conversation_id"] == cid)
+                .count();
+            assert_eq!(
+                answered, 1,
+                "round {round}: the escalation is answered once"
+            );
+        }
+    }
+    tally.report();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_submissions_with_one_idempotency_key_make_one_action() {
     let app = Arc::new(TestApp::spawn().await);
     app.put_policy(REFUND_POLICY).await;
-    let body = json!({"name": "issue_refund", "arguments": {"amount": 75, "order": "B2"}});
-
-    let results = race(&app, 20, |app, _| {
-        let body = body.clone();
-        async move {
-            app.send(
-                app.post("/v1/actions", &app.agent)
-                    .header("Idempotency-Key", "race-key")
-                    .json(&body),
-            )
-            .await
-        }
-    })
-    .await;
-    let statuses: Vec<StatusCode> = results.iter().map(|r| r.0).collect();
-    let created = count(&statuses, StatusCode::CREATED);
-    let replayed = count(&statuses, StatusCode::OK);
-    let ids: HashSet<&str> = results.iter().filter_map(|r| r.1["id"].as_str()).collect();
-    println!(
-        "20 concurrent submissions, one key: {created} x 201, {replayed} x 200, {} distinct ids",
-        ids.len()
-    );
-    assert_eq!(created, 1, "{results:?}");
-    assert_eq!(replayed, 19, "{results:?}");
-    assert_eq!(ids.len(), 1, "all return the same action: {ids:?}");
-    let review_ids: HashSet<&str> = results
-        .iter()
-        .filter_map(|r| r.1["review_id"].as_str())
-        .collect();
-    assert_eq!(review_ids.len(), 1);
+    let mut tally = Tally::new("concurrent replays of one submission");
+    for round in 0..rounds() {
+        let key = format!("race-key-{round}");
+        let body = json!({"name": "issue_refund", "arguments": {"amount": 75, "order": round}});
+        let results = race(&app, 20, |app, _| {
+            let (body, key) = (body.clone(), key.clone());
+            async move {
+                app.send(
+                    app.post("/v1/actions", &app.agent)
+                        .header("Idempotency-Key", key)
+                        .json(&body),
+                )
+                .await
+            }
+        })
+        .await;
+        let statuses: Vec<StatusCode> = results.iter().map(|r| r.0).collect();
+        let created = count(&statuses, StatusCode::CREATED);
+        let replayed = count(&statuses, StatusCode::OK);
+        let ids: HashSet<&str> = results.iter().filter_map(|r| r.1["id"].as_str()).collect();
+        assert_eq!(created, 1, "round {round}: {results:?}");
+        assert_eq!(replayed, 19, "round {round}: {results:?}");
+        assert_eq!(
+            ids.len(),
+            1,
+            "round {round}: all return the same action: {ids:?}"
+        );
+        tally.round(created, replayed);
+        let review_ids: HashSet<&str> = results
+            .iter()
+            .filter_map(|r| r.1["review_id"].as_str())
+            .collect();
+        assert_eq!(review_ids.len(), 1);
+    }
 
     let events = all_events(&app).await;
     let created_events = events
         .iter()
         .filter(|e| e["type"] == "action.created")
         .count();
-    println!("action.created events: {created_events}");
-    assert_eq!(created_events, 1);
-    assert_eq!(all_reviews(&app, None).await.len(), 1);
+    assert_eq!(created_events, tally.rounds, "one action.created per key");
+    assert_eq!(all_reviews(&app, None).await.len(), tally.rounds);
+    tally.report();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -323,8 +525,9 @@ async fn cancel_racing_a_decision_one_wins() {
     let app = Arc::new(TestApp::spawn().await);
     app.put_policy(REFUND_POLICY).await;
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    for round in 0..10 {
-        let (aid, rid) = held_refund(&app, round + 1).await;
+    let mut tally = Tally::new("cancel against a decision");
+    for round in 0..rounds().max(10) as i64 {
+        let (aid, rid) = held_refund(&app, round % 400 + 1).await;
         let results = race(&app, 2, |app, i| {
             let (aid, rid) = (aid.clone(), rid.clone());
             async move {
@@ -356,8 +559,10 @@ async fn cancel_racing_a_decision_one_wins() {
             1
         );
         *outcomes.entry(status).or_default() += 1;
+        tally.round(1, 1);
     }
-    println!("cancel vs decision, 10 rounds: {outcomes:?}");
+    println!("cancel vs decision: {outcomes:?}");
+    tally.report();
 }
 
 /// The agent's view stays consistent while reviewers race: every long-poll sees the one final

@@ -7,6 +7,8 @@
 //! `apt-get install -y chromium chromium-driver`, as `.ci/run` does.
 
 mod harness;
+mod knowledge;
+mod learning;
 
 use harness::{Console, PASSWORD, POLICY};
 use reqwest::{Method, StatusCode};
@@ -747,6 +749,7 @@ async fn a_reviewer_cannot_open_the_admin_pages() {
         "/admin/users",
         "/admin/webhooks",
         "/admin/audit",
+        "/admin/proposals",
     ] {
         c.goto(page).await;
         let message = c.text("error-message").await;

@@ -8,6 +8,10 @@
 //!   bool, routes the item to review (fail safe), as does a policy where no rule matches.
 //! - Hostile input cannot overflow the stack: expressions are length- and nesting-limited, and the
 //!   compiled expression tree is depth-limited so that evaluation fits in a small (2 MiB) stack.
+//! - Hostile input cannot run for long: each rule's work is bounded at compile time as a function
+//!   of the item's size (`policy_work`); a rule over [`MAX_RULE_WORK`] for an item is not run and
+//!   the item goes to review naming the rule, and a rule over it even for a small item
+//!   ([`MIN_EVALUABLE_ITEM`]) is rejected by [`Policy::parse`].
 //!
 //! CEL values: JSON integers that fit an `i64` become CEL `int`, every other number a `double`. The
 //! `cel` crate compares `int` with `double` (`action.arguments.amount > 500` holds for 650 and
@@ -26,6 +30,9 @@ use cel::objects::{Key, Map};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use toml::Spanned;
+
+use crate::policy_work::{item_size, WorkBound};
+pub use crate::policy_work::{MAX_ITEM_WORK, MAX_RULE_WORK, MIN_EVALUABLE_ITEM};
 
 /// Longest `when` accepted, in characters. Policies are written by people; anything longer is a
 /// mistake or an attack, and the limit bounds the work the parser does.
@@ -65,8 +72,8 @@ const REASON_WHEN_CHARS: usize = 200;
 
 const DEFAULT_QUEUE: &str = "default";
 
-const RULE_KEYS: &str =
-    "name, applies_to, when, then, queue, priority, approvals, timeout, on_timeout, sample";
+const RULE_KEYS: &str = "name, applies_to, when, then, queue, priority, approvals, timeout, \
+                         on_timeout, sample, threshold, target_accuracy, min, max";
 
 /// A compiled policy. Cheap to clone (the rules are shared) and safe to share across threads.
 #[derive(Clone)]
@@ -89,7 +96,36 @@ pub struct Rule {
     pub on_timeout: OnTimeout,
     /// Share (0..=1) of approve/deliver outcomes also queued for QA review.
     pub sample: f64,
+    /// A confidence floor: the rule matches only items whose confidence is at least this.
+    pub threshold: Option<Threshold>,
     program: Arc<cel::Program>,
+    /// How much work the condition may do, by the item's size; checked before each evaluation.
+    work: WorkBound,
+}
+
+/// A rule's confidence floor (`threshold = 0.8`, or `threshold = "auto"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    Fixed(f64),
+    /// Progressive autonomy: the server recomputes `current` from evidence (see
+    /// `crate::learning::tune`), keeping it within `min..=max`. A policy fresh from its file
+    /// starts at `max`, the cautious end, until the server says otherwise.
+    Auto {
+        target_accuracy: f64,
+        min: f64,
+        max: f64,
+        current: f64,
+    },
+}
+
+impl Threshold {
+    /// The floor in force now.
+    pub fn value(&self) -> f64 {
+        match *self {
+            Threshold::Fixed(v) => v,
+            Threshold::Auto { current, .. } => current,
+        }
+    }
 }
 
 /// Which subjects a rule looks at.
@@ -248,6 +284,7 @@ impl fmt::Debug for Rule {
             .field("timeout", &self.timeout)
             .field("on_timeout", &self.on_timeout)
             .field("sample", &self.sample)
+            .field("threshold", &self.threshold)
             .finish_non_exhaustive()
     }
 }
@@ -292,6 +329,87 @@ impl Policy {
         &self.rules
     }
 
+    /// Whether any rule's threshold is `"auto"` (the server then keeps it tuned).
+    pub fn has_auto_thresholds(&self) -> bool {
+        self.auto_thresholds().next().is_some()
+    }
+
+    /// The rules with `threshold = "auto"`, each with its settings:
+    /// `(rule, target_accuracy, min, max, current)`.
+    pub fn auto_thresholds(&self) -> impl Iterator<Item = (&Rule, f64, f64, f64, f64)> {
+        self.rules.iter().filter_map(|r| match r.threshold {
+            Some(Threshold::Auto {
+                target_accuracy,
+                min,
+                max,
+                current,
+            }) => Some((r, target_accuracy, min, max, current)),
+            _ => None,
+        })
+    }
+
+    /// This policy with the server's current values for its `"auto"` thresholds (by rule
+    /// name), each clamped to the rule's `min..=max`. Rules without a value keep theirs.
+    pub fn with_auto_thresholds(&self, values: &HashMap<String, f64>) -> Policy {
+        let rules: Vec<Rule> = self
+            .rules
+            .iter()
+            .map(|rule| {
+                let mut rule = rule.clone();
+                if let Some(Threshold::Auto {
+                    target_accuracy,
+                    min,
+                    max,
+                    ..
+                }) = rule.threshold
+                {
+                    if let Some(v) = values.get(&rule.name).filter(|v| v.is_finite()) {
+                        rule.threshold = Some(Threshold::Auto {
+                            target_accuracy,
+                            min,
+                            max,
+                            current: v.clamp(min, max),
+                        });
+                    }
+                }
+                rule
+            })
+            .collect();
+        Policy {
+            rules: Arc::from(rules),
+        }
+    }
+
+    /// Whether `rule`'s condition (its `when`, ignoring any threshold) holds for `input`.
+    /// Errors count as not matching. Used to find the evidence a rule's threshold is tuned on.
+    pub fn condition_holds(&self, rule: &Rule, input: &PolicyInput<'_>) -> bool {
+        if !rule.applies_to.fits(input.kind) {
+            return false;
+        }
+        // A condition too costly for this item is not run here either.
+        if !within(rule.work.at(item_size(input)), MAX_RULE_WORK) {
+            return false;
+        }
+        let Ok(context) = build_context(input) else {
+            return false;
+        };
+        matches!(
+            catch_unwind(AssertUnwindSafe(|| rule.program.execute(&context))),
+            Ok(Ok(cel::Value::Bool(true)))
+        )
+    }
+
+    /// Each rule's bound on its work (in the units of [`MAX_RULE_WORK`]) for this item, in file
+    /// order, whether or not it applies: for diagnostics and for the fuzz tests, which check
+    /// that evaluation time stays proportional to it.
+    pub fn work_bounds(&self, input: &PolicyInput<'_>) -> Vec<(String, f64)> {
+        let size = item_size(input);
+        self.rules
+            .iter()
+            .map(|r| (r.name.clone(), r.work.at(size)))
+            .collect()
+    }
+
     /// First rule (in file order) whose `applies_to` fits and whose `when` holds decides.
     pub fn evaluate(&self, input: &PolicyInput<'_>) -> Routing {
         let mut applicable = self
@@ -307,7 +425,32 @@ impl Policy {
             Ok(c) => c,
             Err(e) => return evaluation_failed(first, &e),
         };
+        let size = item_size(input);
+        let mut spent = 0.0;
         for rule in applicable {
+            // Below its confidence floor a rule does not match (absent confidence is -1).
+            if let Some(threshold) = &rule.threshold {
+                if input.confidence.unwrap_or(-1.0) < threshold.value() {
+                    continue;
+                }
+            }
+            // Checked before running: a rule too costly for this item, or past what the rules
+            // before it left of the item's budget, is not run, and the item goes to review
+            // (never on to a later rule that could approve it).
+            let work = rule.work.at(size);
+            if !within(work, MAX_RULE_WORK) {
+                return work_refused(rule, size, "it could take", work, MAX_RULE_WORK);
+            }
+            spent += work;
+            if !within(spent, MAX_ITEM_WORK) {
+                return work_refused(
+                    rule,
+                    size,
+                    "with the rules before it, it could take",
+                    spent,
+                    MAX_ITEM_WORK,
+                );
+            }
             // A panic inside the interpreter is a bug there, but must not take the caller
             // down with it: treat it like any other evaluation error.
             let result = catch_unwind(AssertUnwindSafe(|| rule.program.execute(&context)));
@@ -374,6 +517,23 @@ fn evaluation_failed(rule: &Rule, error: &str) -> Routing {
         reason: format!(
             "rule \"{}\" could not be evaluated ({}); sent to review (fail safe)",
             rule.name, error
+        ),
+        ..fail_safe_defaults()
+    }
+}
+
+/// `value <= limit`, false for NaN.
+fn within(value: f64, limit: f64) -> bool {
+    value <= limit
+}
+
+fn work_refused(rule: &Rule, size: f64, what: &str, work: f64, limit: f64) -> Routing {
+    Routing {
+        rule: Some(rule.name.clone()),
+        reason: format!(
+            "rule \"{}\" was not evaluated: {what} about {work:.1e} steps on this item's data \
+             ({size} units), more than the limit of {limit:.0e}; sent to review (fail safe)",
+            rule.name,
         ),
         ..fail_safe_defaults()
     }
@@ -560,6 +720,10 @@ struct RawRule {
     timeout: Option<Spanned<toml::Value>>,
     on_timeout: Option<Spanned<toml::Value>>,
     sample: Option<Spanned<toml::Value>>,
+    threshold: Option<Spanned<toml::Value>>,
+    target_accuracy: Option<Spanned<toml::Value>>,
+    min: Option<Spanned<toml::Value>>,
+    max: Option<Spanned<toml::Value>>,
 }
 
 fn parse_policy(text: &str) -> Result<Policy, Vec<PolicyError>> {
@@ -664,6 +828,10 @@ fn collect_keys(
             "timeout" => &mut raw.timeout,
             "on_timeout" => &mut raw.on_timeout,
             "sample" => &mut raw.sample,
+            "threshold" => &mut raw.threshold,
+            "target_accuracy" => &mut raw.target_accuracy,
+            "min" => &mut raw.min,
+            "max" => &mut raw.max,
             other => {
                 errors.at(
                     key.span().start,
@@ -899,10 +1067,12 @@ fn check_rule(
         }
     };
 
+    let threshold = check_threshold(&raw, rule_start, number, errors);
+
     if errors.found.len() != before {
         return None;
     }
-    let (when, program) = program?;
+    let (when, program, work) = program?;
     Some(Rule {
         name: name?,
         applies_to: applies_to?,
@@ -914,8 +1084,116 @@ fn check_rule(
         timeout: timeout?,
         on_timeout: on_timeout?,
         sample: sample?,
+        threshold: threshold?,
         program: Arc::new(program),
+        work,
     })
+}
+
+/// A number in 0..=1 (an integer 0 or 1 is accepted too), or an error at the value.
+fn unit_number(value: &Spanned<toml::Value>, key: &str, errors: &mut Errors<'_>) -> Option<f64> {
+    let number = match value.get_ref() {
+        toml::Value::Float(f) => Some(*f),
+        toml::Value::Integer(i) => Some(*i as f64),
+        other => {
+            errors.at(
+                value.span().start,
+                format!("`{key}` must be a number, not {}", other.type_str()),
+            );
+            return None;
+        }
+    };
+    number.filter(|f| (0.0..=1.0).contains(f)).or_else(|| {
+        errors.at(
+            value.span().start,
+            format!("`{key}` must be between 0 and 1"),
+        );
+        None
+    })
+}
+
+/// `threshold` (a number, or "auto" with `target_accuracy` and optional `min`, `max`).
+/// `Some(None)`: no threshold; `None`: an error was reported.
+fn check_threshold(
+    raw: &RawRule,
+    rule_start: usize,
+    number: usize,
+    errors: &mut Errors<'_>,
+) -> Option<Option<Threshold>> {
+    let auto_keys = [
+        ("target_accuracy", &raw.target_accuracy),
+        ("min", &raw.min),
+        ("max", &raw.max),
+    ];
+    let Some(v) = &raw.threshold else {
+        for (key, value) in auto_keys {
+            if let Some(value) = value {
+                errors.at(
+                    value.span().start,
+                    format!("`{key}` belongs to threshold = \"auto\"; add that or remove `{key}`"),
+                );
+            }
+        }
+        return if auto_keys.iter().any(|(_, v)| v.is_some()) {
+            None
+        } else {
+            Some(None)
+        };
+    };
+    if let toml::Value::String(s) = v.get_ref() {
+        if s != "auto" {
+            errors.at(
+                v.span().start,
+                format!("invalid threshold \"{s}\"; write a number between 0 and 1, or \"auto\""),
+            );
+            return None;
+        }
+        let Some(target) = &raw.target_accuracy else {
+            errors.at(
+                v.span().start,
+                format!("rule #{number} has threshold = \"auto\" but no `target_accuracy`"),
+            );
+            return None;
+        };
+        let target_accuracy = unit_number(target, "target_accuracy", errors)?;
+        if !(0.5..1.0).contains(&target_accuracy) {
+            errors.at(
+                target.span().start,
+                "`target_accuracy` must be at least 0.5 and below 1",
+            );
+            return None;
+        }
+        let min = match &raw.min {
+            None => Some(0.0),
+            Some(m) => unit_number(m, "min", errors),
+        }?;
+        let max = match &raw.max {
+            None => Some(1.0),
+            Some(m) => unit_number(m, "max", errors),
+        }?;
+        if min > max {
+            let at = raw.min.as_ref().map_or(rule_start, |m| m.span().start);
+            errors.at(at, format!("`min` ({min}) must not be above `max` ({max})"));
+            return None;
+        }
+        return Some(Some(Threshold::Auto {
+            target_accuracy,
+            min,
+            max,
+            current: max,
+        }));
+    }
+    let fixed = unit_number(v, "threshold", errors)?;
+    for (key, value) in auto_keys {
+        if let Some(value) = value {
+            errors.at(
+                value.span().start,
+                format!("`{key}` belongs to threshold = \"auto\", not a fixed threshold"),
+            );
+            return None;
+        }
+    }
+    Some(Some(Threshold::Fixed(fixed)))
 }
 
 fn check_then(
@@ -1006,7 +1284,7 @@ impl Compiler<'_> {
         start: usize,
         end: usize,
         errors: &mut Errors<'_>,
-    ) -> Option<(String, cel::Program)> {
+    ) -> Option<(String, cel::Program, WorkBound)> {
         let locate = Locator::new(self.text, start, end, source);
 
         if source.trim().is_empty() {
@@ -1075,7 +1353,21 @@ impl Compiler<'_> {
             );
             return None;
         }
-        Some((source.to_string(), program))
+
+        let work = WorkBound::of(program.expression());
+        if !work.allows(MIN_EVALUABLE_ITEM) {
+            errors.at(
+                start,
+                format!(
+                    "`when` could do too much work: about {:.1e} steps even for a small item \
+                     ({MIN_EVALUABLE_ITEM} units of data), over the limit of {MAX_RULE_WORK:.0e}; \
+                     avoid nested loops over the item's lists and functions that multiply sizes",
+                    work.at(MIN_EVALUABLE_ITEM)
+                ),
+            );
+            return None;
+        }
+        Some((source.to_string(), program, work))
     }
 }
 

@@ -135,6 +135,9 @@ pub struct DecisionInput {
     pub verdict: Option<Verdict>,
     pub arguments: Option<Value>,
     pub text: Option<String>,
+    /// With `edit` on a `kb_change`: a new title (recorded as the decision's `arguments`
+    /// `{"title": ...}`, so a title edit travels like any other edit).
+    pub title: Option<String>,
     pub grade: Option<Grade>,
     pub score: Option<f64>,
     pub labels: Vec<String>,
@@ -219,7 +222,7 @@ pub fn decide(
     facts: &ReviewFacts,
     prior: &[PriorDecision],
     reviewer: &str,
-    input: DecisionInput,
+    mut input: DecisionInput,
 ) -> Result<(Decision, Effect), DecisionError> {
     if !facts.status.is_open() {
         return Err(DecisionError::NotOpen(facts.status.as_str()));
@@ -239,6 +242,15 @@ pub fn decide(
     }
     if input.comment.as_ref().is_some_and(|c| c.len() > 10_000) {
         return Err(invalid("comment", "at most 10000 characters"));
+    }
+
+    if input.title.is_some()
+        && !(facts.kind == ReviewKind::KbChange && input.verdict == Some(Verdict::Edit))
+    {
+        return Err(invalid(
+            "title",
+            "only an edit of a kb_change review carries a title",
+        ));
     }
 
     if facts.kind.is_grading() {
@@ -278,10 +290,26 @@ pub fn decide(
                 Some(_) => return Err(invalid("arguments", "must be a JSON object")),
                 None => return Err(invalid("arguments", "an edit needs the new arguments")),
             },
-            ReviewKind::Draft | ReviewKind::Escalation
+            ReviewKind::Draft | ReviewKind::Escalation | ReviewKind::KbChange
                 if input.text.as_deref().is_none_or(|t| t.trim().is_empty()) =>
             {
                 return Err(invalid("text", "an edit needs the new text"));
+            }
+            ReviewKind::KbChange => {
+                if input.arguments.is_some() {
+                    return Err(invalid(
+                        "arguments",
+                        "a knowledge change is edited with text and title",
+                    ));
+                }
+                let refused = |e: crate::knowledge::Refused| invalid(e.field, e.message);
+                if let Some(t) = input.text.as_deref() {
+                    crate::knowledge::text(t).map_err(refused)?;
+                }
+                if let Some(t) = input.title.as_deref() {
+                    let t = crate::knowledge::title(t).map_err(refused)?;
+                    input.arguments = Some(serde_json::json!({ "title": t }));
+                }
             }
             _ => {}
         },
@@ -524,6 +552,52 @@ mod tests {
                 field: "verdict",
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn knowledge_edits_carry_text_and_maybe_a_title() {
+        let f = facts(ReviewKind::KbChange, 1);
+        let no_text = DecisionInput {
+            verdict: Some(Verdict::Edit),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(&f, &[], "ann", no_text).unwrap_err(),
+            DecisionError::Invalid { field: "text", .. }
+        ));
+        let edit = DecisionInput {
+            verdict: Some(Verdict::Edit),
+            text: Some("Refunds take 5 days.".into()),
+            title: Some(" Refund times ".into()),
+            ..Default::default()
+        };
+        let (d, e) = decide(&f, &[], "ann", edit).unwrap();
+        assert_eq!(d.arguments, Some(json!({"title": "Refund times"})));
+        assert_eq!(
+            e,
+            Effect::Approved {
+                arguments: Some(json!({"title": "Refund times"})),
+                text: Some("Refunds take 5 days.".into())
+            }
+        );
+        let titled_approval = DecisionInput {
+            verdict: Some(Verdict::Approve),
+            title: Some("x".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(&f, &[], "ann", titled_approval).unwrap_err(),
+            DecisionError::Invalid { field: "title", .. }
+        ));
+        let long = DecisionInput {
+            verdict: Some(Verdict::Edit),
+            text: Some("x".repeat(crate::knowledge::MAX_TEXT_BYTES + 1)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(&f, &[], "ann", long).unwrap_err(),
+            DecisionError::Invalid { field: "text", .. }
         ));
     }
 

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Extra detail for clients (policy errors with line and column).
     pub details: Option<serde_json::Value>,
+    /// Seconds until a retry may succeed, sent as `Retry-After` (429s).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -25,7 +27,8 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `invalid_json`, `invalid_field`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `payload_too_large`, `unavailable`, `internal`.
+    /// `not_found`, `conflict`, `payload_too_large`, `rate_limited`, `timeout`, `unavailable`,
+    /// `internal`.
     pub code: String,
     pub message: String,
     /// The offending field (a JSON path such as `arguments.amount`, a query parameter or a header).
@@ -44,7 +47,12 @@ impl ApiError {
             message: message.into(),
             field: None,
             details: None,
+            retry_after: None,
         }
+    }
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
@@ -114,7 +122,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(seconds) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),

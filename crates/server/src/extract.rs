@@ -82,12 +82,18 @@ fn strip_position(message: &str) -> String {
 /// The authenticated caller: a workspace, a name (the agent's or reviewer's), a role.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// The key's id: what per-key limits count against.
+    pub key_id: uuid::Uuid,
     pub workspace: String,
     pub name: String,
     pub role: Role,
 }
 
 impl Caller {
+    /// Who this caller's limits count against.
+    pub fn holder(&self) -> crate::limits::Holder {
+        crate::limits::Holder::Key(self.key_id)
+    }
     /// How this caller appears in the audit log.
     pub fn actor(&self) -> String {
         format!("{}:{}", self.role.as_str(), self.name)
@@ -166,6 +172,10 @@ impl<R: Requirement> FromRequestParts<AppState> for Auth<R> {
             .authenticate(token)
             .await?
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        // Every authenticated request counts, refused ones included.
+        state
+            .limits
+            .check_rate(&crate::limits::Holder::Key(key.id))?;
         if !R::allows(key.role) {
             return Err(ApiError::forbidden(format!(
                 "this needs {}; the token is a {} key",
@@ -175,6 +185,7 @@ impl<R: Requirement> FromRequestParts<AppState> for Auth<R> {
         }
         Ok(Auth {
             caller: Caller {
+                key_id: key.id,
                 workspace: key.workspace,
                 name: key.name,
                 role: key.role,

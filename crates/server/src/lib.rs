@@ -8,7 +8,10 @@
 //! - [`live`]: long-poll waiters woken by committed events, and the timer sweep.
 //! - [`delivery`]: the webhook worker that drains the transactional outbox.
 //! - [`policies`]: the compiled policy of each workspace, cached per version.
+//! - [`pruning`]: the scheduled prune of records past each workspace's retention period.
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - [`limits`]: per-key rate limits, caps on open long-polls and streams, request timeouts.
+//! - [`serve`]: the accept loop, with a header-read timeout against slow clients.
 //!
 //! [`run`] takes its listener and a shutdown future, so tests bind port 0 and stop cleanly.
 
@@ -17,9 +20,13 @@ pub mod delivery;
 pub mod error;
 pub mod extract;
 pub mod http;
+pub mod learning;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod policies;
+pub mod pruning;
+pub mod serve;
 
 use loopgate_store::Store;
 use std::future::Future;
@@ -46,6 +53,20 @@ pub struct Config {
     /// Where this server reaches its own API (the `/mcp` tools call it as the calling agent).
     /// [`run`] sets it to the address it listens on; `None` falls back to `public_url`.
     pub self_url: Option<String>,
+    /// How often `threshold = "auto"` rules are recomputed from evidence; `None`: never.
+    pub autonomy_interval: Option<Duration>,
+    /// How often records past retention are pruned (see [`pruning`]); `None` turns it off.
+    pub prune_interval: Option<Duration>,
+    /// Requests per API key or console session (`None`: unlimited); 429 beyond.
+    pub rate_limit: Option<limits::RateLimit>,
+    /// Long-polls (`GET /v1/actions/{id}?wait=`) one key may have open at once; 429 beyond.
+    pub max_long_polls: usize,
+    /// Event streams (SSE) one key or session may have open at once; 429 beyond.
+    pub max_streams: usize,
+    /// A client must send a request's whole head within this (zero: no limit).
+    pub header_read_timeout: Duration,
+    /// The longest a request may take up to its response head; long-polls get their wait on top.
+    pub request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +79,13 @@ impl Default for Config {
             webhook_timeout: Duration::from_secs(10),
             sse_keepalive: Duration::from_secs(15),
             self_url: None,
+            autonomy_interval: Some(Duration::from_secs(600)),
+            prune_interval: Some(Duration::from_secs(3600)),
+            rate_limit: Some(limits::RateLimit::DEFAULT),
+            max_long_polls: 64,
+            max_streams: 16,
+            header_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -72,6 +100,7 @@ pub struct AppState {
     pub outbox_bell: Arc<tokio::sync::Notify>,
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<Config>,
+    pub limits: Arc<limits::Limits>,
     /// Turns true when the server begins to shut down: long-polls answer at once, tasks stop.
     pub stopping: watch::Receiver<bool>,
     stop: Arc<watch::Sender<bool>>,
@@ -87,6 +116,7 @@ impl AppState {
             waiters: Arc::new(live::Waiters::default()),
             outbox_bell: Arc::new(tokio::sync::Notify::new()),
             metrics: Arc::new(metrics::Metrics::new()),
+            limits: Arc::new(limits::Limits::new(&config)),
             config: Arc::new(config),
             store,
         }
@@ -106,16 +136,20 @@ pub async fn run(
     if let Err(e) = state.store.sweep_timers().await {
         tracing::warn!(error = %e, "the start-up timer sweep failed; the background sweep will retry");
     }
-    let background = live::spawn_background(state.clone(), state.stopping.clone());
+    let mut background = live::spawn_background(state.clone(), state.stopping.clone());
+    if let Some(interval) = state.config.autonomy_interval {
+        background.push(learning::spawn_autonomy(state.clone(), interval));
+    }
+    background.extend(pruning::spawn(state.clone(), state.stopping.clone()));
     let stop = state.stop.clone();
     let stop_on_signal = stop.clone();
+    let header_read_timeout = state.config.header_read_timeout;
     let app = http::router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_on_signal.send(true);
-        })
-        .await;
+    let result = serve::serve(listener, app, header_read_timeout, async move {
+        shutdown.await;
+        let _ = stop_on_signal.send(true);
+    })
+    .await;
     let _ = stop.send(true);
     for task in background {
         let _ = task.await;

@@ -101,7 +101,9 @@ async fn dispatch_events(state: AppState, mut stop: watch::Receiver<bool>) {
                                 state.waiters.wake(&id);
                             }
                         }
-                        "policy.updated" => state.policies.invalidate(&e.workspace),
+                        "policy.updated" | "policy.threshold_changed" => {
+                            state.policies.invalidate(&e.workspace)
+                        }
                         _ => {}
                     }
                 }

@@ -43,7 +43,35 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub workspace: String,
+    pub queue: String,
+    /// `approve`, `reject`, `edit`, `grade` (a fixed vocabulary).
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoutedLabels {
+    pub workspace: String,
+    /// `action` or `message`.
+    pub subject: String,
+    /// Where the policy sent it: `approved`, `pending`, `blocked`, `delivered`, `held`,
+    /// `escalated` (a fixed vocabulary).
+    pub status: String,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+type QueueHistogramFamily = Family<QueueLabels, Histogram, fn() -> Histogram>;
+
+/// Most (workspace, queue) label pairs tracked; beyond it they count under queue `_other`, so a
+/// policy with thousands of queues cannot grow the metrics without bound.
+const MAX_QUEUE_LABELS: usize = 1000;
+
+fn wait_histogram() -> Histogram {
+    // 1 s to about 4.5 days.
+    Histogram::new(exponential_buckets(1.0, 2.0, 19))
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +80,10 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     pub open_reviews: Family<QueueLabels, Gauge>,
     pub actions: Family<StatusLabels, Gauge>,
+    decisions: Family<DecisionLabels, Counter>,
+    decision_wait: QueueHistogramFamily,
+    routed: Family<RoutedLabels, Counter>,
+    queue_labels: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -90,6 +122,24 @@ impl Metrics {
             open_reviews.clone(),
         );
         registry.register("actions", "Actions stored, by status", actions.clone());
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        let decision_wait: QueueHistogramFamily = Family::new_with_constructor(wait_histogram);
+        let routed = Family::<RoutedLabels, Counter>::default();
+        registry.register(
+            "review_decisions",
+            "Reviews decided, by queue and verdict",
+            decisions.clone(),
+        );
+        registry.register(
+            "review_wait_seconds",
+            "Time from a review's creation to its decision, by queue",
+            decision_wait.clone(),
+        );
+        registry.register(
+            "routed",
+            "Actions and AI messages by where the policy sent them (automation = approved + delivered)",
+            routed.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -97,6 +147,25 @@ impl Metrics {
             events,
             open_reviews,
             actions,
+            decisions,
+            decision_wait,
+            routed,
+            queue_labels: Default::default(),
+        }
+    }
+
+    /// The queue label for `(workspace, queue)`: itself while fewer than [`MAX_QUEUE_LABELS`]
+    /// pairs are tracked, `_other` after.
+    fn queue_label(&self, workspace: &str, queue: &str) -> String {
+        let Ok(mut seen) = self.queue_labels.lock() else {
+            return "_other".into();
+        };
+        let key = (workspace.to_owned(), queue.to_owned());
+        if seen.contains(&key) || seen.len() < MAX_QUEUE_LABELS {
+            seen.insert(key);
+            queue.to_owned()
+        } else {
+            "_other".into()
         }
     }
 
@@ -107,6 +176,57 @@ impl Metrics {
                 kind: e.event_type.clone(),
             })
             .inc();
+        match e.event_type.as_str() {
+            "review.decided" => {
+                let queue = e.data["queue"].as_str().unwrap_or("default");
+                let queue = self.queue_label(&e.workspace, queue);
+                let verdict = e.data["verdict"]
+                    .as_str()
+                    .filter(|v| matches!(*v, "approve" | "reject" | "edit"))
+                    .unwrap_or("grade");
+                self.decisions
+                    .get_or_create(&DecisionLabels {
+                        workspace: e.workspace.clone(),
+                        queue: queue.clone(),
+                        verdict: verdict.to_owned(),
+                    })
+                    .inc();
+                if let Some(ms) = e.data["waited_ms"].as_i64() {
+                    self.decision_wait
+                        .get_or_create(&QueueLabels {
+                            workspace: e.workspace.clone(),
+                            queue,
+                        })
+                        .observe(ms as f64 / 1000.0);
+                }
+            }
+            "action.created" | "message.created" => {
+                // Only AI messages are routed by the policy.
+                if e.event_type == "message.created" && e.data["role"] != "ai" {
+                    return;
+                }
+                let status = match e.data["status"].as_str() {
+                    Some(
+                        s @ ("approved" | "pending" | "blocked" | "delivered" | "held"
+                        | "escalated"),
+                    ) => s,
+                    _ => return,
+                };
+                let subject = if e.event_type == "action.created" {
+                    "action"
+                } else {
+                    "message"
+                };
+                self.routed
+                    .get_or_create(&RoutedLabels {
+                        workspace: e.workspace.clone(),
+                        subject: subject.to_owned(),
+                        status: status.to_owned(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
     }
 
     pub fn render(&self) -> String {

@@ -1,5 +1,6 @@
 //! The compiled policy of each workspace. Compiling CEL is far dearer than evaluating it, so each
-//! version is compiled once and shared; a `policy.updated` event drops the cached entry.
+//! version is compiled once and shared; a `policy.updated` or `policy.threshold_changed` event
+//! drops the cached entry.
 
 use loopgate_domain::policy::Policy;
 use loopgate_store::{Store, StoreError};
@@ -30,25 +31,11 @@ impl PolicyCache {
         if let Some(p) = self.read_cached(workspace) {
             return Ok(p);
         }
-        let active = match self.store.current_policy(workspace).await? {
-            None => ActivePolicy {
-                version: 0,
-                policy: Arc::new(Policy::empty()),
-            },
-            Some(record) => {
-                let policy = Policy::parse(&record.text).map_err(|errors| {
-                    // Only validated text is stored, so this means the database was edited by hand.
-                    StoreError::Internal(format!(
-                        "stored policy version {} does not parse: {}",
-                        record.version,
-                        errors.first().map(|e| e.to_string()).unwrap_or_default()
-                    ))
-                })?;
-                ActivePolicy {
-                    version: record.version,
-                    policy: Arc::new(policy),
-                }
-            }
+        let (version, policy) =
+            crate::learning::current_policy(self.store.as_ref(), workspace).await?;
+        let active = ActivePolicy {
+            version,
+            policy: Arc::new(policy),
         };
         if let Ok(mut map) = self.by_workspace.write() {
             map.insert(workspace.to_owned(), active.clone());

@@ -11,12 +11,16 @@
 //! - `sql/` (compiled into both backends): the store's SQL, its group-committing writer.
 //! - [`sqlite`]: the embedded default backend. [`postgres`]: for several nodes on one database.
 //! - [`secrets`]: token and password generation and hashing.
+//! - [`retention`]: retention periods and prune reports; [`backup`]: online copies of SQLite.
 
 // The files of `src/sql/` are deliberately compiled twice, once per backend (see ARCHITECTURE.md).
 #![allow(clippy::duplicate_mod)]
 
+pub mod backup;
+pub mod export;
 pub mod postgres;
 pub mod records;
+pub mod retention;
 pub mod secrets;
 pub mod sqlite;
 
@@ -26,11 +30,13 @@ use loopgate_domain::audit::Event;
 use loopgate_domain::auth::Role;
 use loopgate_domain::policy::Routing;
 use loopgate_domain::review::DecisionInput;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub use records::*;
+pub use retention::{PruneCounts, PruneReport, RetentionRecord};
 
 /// Why a store operation failed, in terms the HTTP layer can map without knowing SQL.
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +291,93 @@ pub trait Store: Send + Sync + 'static {
 
     /// Oversight statistics over `[since_ms, now)`, with `buckets` time buckets.
     async fn stats(&self, workspace: &str, since_ms: i64, buckets: i64) -> Result<StatsRecord>;
+
+    // The learning loop.
+    /// Every recorded action, then every AI message, since `since_ms`, oldest first, with
+    /// what humans said about it (its label), streamed so a replay holds one at a time.
+    fn evidence<'a>(
+        &'a self,
+        workspace: &'a str,
+        filter: EvidenceFilter,
+        since_ms: i64,
+    ) -> futures::stream::BoxStream<'a, Result<loopgate_domain::learning::ReplayItem>>;
+    /// How many items `evidence` would yield.
+    async fn count_evidence(
+        &self,
+        workspace: &str,
+        filter: &EvidenceFilter,
+        since_ms: i64,
+    ) -> Result<u64>;
+    /// The server's current values of `threshold = "auto"` rules, by rule name.
+    async fn auto_thresholds(&self, workspace: &str) -> Result<HashMap<String, f64>>;
+    /// Sets one, with a `policy.threshold_changed` audit event carrying `evidence`.
+    async fn set_auto_threshold(
+        &self,
+        workspace: &str,
+        rule: &str,
+        value: f64,
+        evidence: serde_json::Value,
+    ) -> Result<()>;
+    async fn create_proposal(&self, new: NewProposal) -> Result<ProposalRecord>;
+    async fn list_proposals(&self, workspace: &str) -> Result<Vec<ProposalRecord>>;
+    async fn get_proposal(&self, workspace: &str, id: Uuid) -> Result<Option<ProposalRecord>>;
+    /// Approve (a new policy version with the rule) or reject; 409 when already decided.
+    async fn decide_proposal(
+        &self,
+        workspace: &str,
+        id: Uuid,
+        approve: bool,
+        admin: &str,
+    ) -> Result<ProposalRecord>;
+    // Retention.
+    /// The workspace's retention period (`NotFound` for an unknown workspace).
+    async fn retention(&self, workspace: &str) -> Result<RetentionRecord>;
+    async fn set_retention(
+        &self,
+        workspace: &str,
+        days: loopgate_domain::retention::RetentionDays,
+        actor: &str,
+    ) -> Result<RetentionRecord>;
+    /// Remove the workspace's decided and closed records older than its retention period, and the
+    /// oldest audit events behind a checkpoint, in short transactions through the writer (safe
+    /// while serving). Never touches open work. `dry_run` only counts.
+    async fn prune(&self, workspace: &str, dry_run: bool) -> Result<PruneReport>;
+    // The learning loop: knowledge changes (`sql/knowledge.rs`) and training exports
+    // (`sql/export.rs`, streamed by [`export::training_lines`]).
+    /// An agent's proposed knowledge change and its `kb_change` review, in one transaction.
+    async fn propose_knowledge(&self, new: NewKnowledge) -> Result<KnowledgeRecord>;
+    /// Approved knowledge changes: the newest `limit`, newest first; with `after`, those
+    /// approved after that `seq`, in approval order (so a poller never skips one).
+    async fn list_knowledge(
+        &self,
+        workspace: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<KnowledgeRecord>>;
+    /// One page (at most `limit` source rows) of a training export, from where `after` (the
+    /// previous page's `next`) left off. Records decided or updated before `since_ms` are left out.
+    async fn export_training(
+        &self,
+        workspace: &str,
+        format: loopgate_domain::training::Format,
+        since_ms: i64,
+        after: Option<String>,
+        limit: i64,
+    ) -> Result<ExportPage>;
+}
+
+/// A knowledge change an agent proposes. Title and text were validated by
+/// `loopgate_domain::knowledge`.
+#[derive(Debug, Clone)]
+pub struct NewKnowledge {
+    pub workspace: String,
+    pub agent: String,
+    pub title: String,
+    pub text: String,
+    /// Must be one of this agent's conversations.
+    pub conversation_id: Option<Uuid>,
+    /// Where its review goes (`knowledge` by default).
+    pub queue: String,
 }
 
 /// A message to post. `routing` is required for `ai` messages and ignored otherwise.

@@ -153,6 +153,8 @@ pub struct ReviewDetail {
     pub message: Option<MessageRecord>,
     /// For conversation reviews: the conversation and its transcript.
     pub conversation: Option<ConversationView>,
+    /// For `kb_change` reviews: the proposed knowledge change.
+    pub knowledge: Option<KnowledgeRecord>,
     pub decisions: Vec<DecisionRecord>,
 }
 
@@ -328,6 +330,37 @@ pub struct QueueStats {
     pub open: i64,
     /// Open past their SLA due time.
     pub overdue: i64,
+    /// Human decisions on AI work in the queue (approval, draft, escalation) in the window, and
+    /// the share that rejected or edited it.
+    #[schema(value_type = Object)]
+    pub override_rate: loopgate_domain::stats::Proportion,
+    /// QA samples in the queue graded correct.
+    #[schema(value_type = Object)]
+    pub qa_accuracy: loopgate_domain::stats::Proportion,
+    /// Seconds from creation to decision of the queue's reviews decided in the window.
+    pub time_to_decision_p50_s: Option<f64>,
+    pub time_to_decision_p95_s: Option<f64>,
+}
+
+/// The figures of one agent or one action name over the window.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SliceStats {
+    /// The agent's or the action's name.
+    pub key: String,
+    /// Actions (and, for agents, AI messages) submitted.
+    pub items: i64,
+    #[schema(value_type = Object)]
+    pub automation_rate: loopgate_domain::stats::Proportion,
+    /// Conversations escalated of those active (agents only; none for actions).
+    #[schema(value_type = Option<Object>)]
+    pub escalation_rate: Option<loopgate_domain::stats::Proportion>,
+    #[schema(value_type = Object)]
+    pub override_rate: loopgate_domain::stats::Proportion,
+    #[schema(value_type = Object)]
+    pub qa_accuracy: loopgate_domain::stats::Proportion,
+    /// Accuracy per stated-confidence band over this slice's graded items.
+    #[schema(value_type = Vec<Object>)]
+    pub calibration: Vec<loopgate_domain::learning::CalibrationBand>,
 }
 
 /// One time bucket of the stats series.
@@ -368,4 +401,100 @@ pub struct StatsRecord {
     pub time_to_decision_p50_s: Option<f64>,
     pub time_to_decision_p95_s: Option<f64>,
     pub series: Vec<StatsBucket>,
+    /// Per agent and per action name (at most 100 each, the busiest first).
+    pub by_agent: Vec<SliceStats>,
+    pub by_action: Vec<SliceStats>,
+    /// Accuracy per stated-confidence band over the window's graded items (approvals,
+    /// rejections, edits, QA grades, flags): a calibrated AI's accuracy tracks its confidence.
+    #[schema(value_type = Vec<Object>)]
+    pub calibration: Vec<loopgate_domain::learning::CalibrationBand>,
+}
+
+/// A standing rule proposed by "approve and don't ask again", awaiting an admin.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProposalRecord {
+    pub id: Uuid,
+    /// `pending`, `approved` (the policy got a new version) or `rejected`.
+    pub status: String,
+    pub rule_name: String,
+    /// The rule as it would be added to the policy file.
+    pub rule_toml: String,
+    pub agent: String,
+    pub action: String,
+    /// The rule it goes just before (the one that sent the approved item to review); none
+    /// appends it.
+    pub before_rule: Option<String>,
+    /// The policy version it was proposed against.
+    pub base_version: i64,
+    pub review_id: Uuid,
+    pub action_id: Uuid,
+    pub proposed_by: String,
+    /// The backtest of the policy with the rule against the policy without it, over this
+    /// agent's recorded actions of this name.
+    #[schema(value_type = Object)]
+    pub backtest: Value,
+    pub created_at: DateTime<Utc>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    /// The policy version the approval created.
+    pub policy_version: Option<i64>,
+}
+
+/// A proposal to store.
+#[derive(Debug, Clone)]
+pub struct NewProposal {
+    pub workspace: String,
+    pub rule_name: String,
+    pub rule_toml: String,
+    pub agent: String,
+    pub action: String,
+    pub before_rule: Option<String>,
+    pub base_version: i64,
+    pub review_id: Uuid,
+    pub action_id: Uuid,
+    pub proposed_by: String,
+    pub backtest: Value,
+}
+
+/// Which recorded items a learning query looks at.
+#[derive(Debug, Clone, Default)]
+pub struct EvidenceFilter {
+    pub agent: Option<String>,
+    /// Only actions of this name (messages are left out).
+    pub action: Option<String>,
+}
+
+/// A knowledge change an agent proposed. `title` and `text` are what agents get: the proposal,
+/// or a reviewer's edit of it once approved.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KnowledgeRecord {
+    pub id: Uuid,
+    /// The agent that proposed it.
+    pub agent: String,
+    pub title: String,
+    pub text: String,
+    /// As the agent proposed them.
+    pub proposed_title: String,
+    pub proposed_text: String,
+    /// The conversation it was suggested in, if any.
+    pub conversation_id: Option<Uuid>,
+    /// The `kb_change` review that decides it.
+    pub review_id: Uuid,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    /// The approval order in the workspace: the `after` cursor of `GET /v1/knowledge`.
+    pub seq: Option<i64>,
+    /// Whether a reviewer changed the title or text before approving.
+    pub edited: bool,
+    pub decided_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// One page of a training-data export: JSON records, and where the next page starts (`None`
+/// when this was the last).
+#[derive(Debug, Clone, Default)]
+pub struct ExportPage {
+    pub records: Vec<Value>,
+    pub next: Option<String>,
 }

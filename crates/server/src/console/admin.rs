@@ -1,5 +1,6 @@
-//! Admin pages (`/admin/*`, admins only): the policy editor, API keys, users, webhooks and the
-//! audit log with its verification state. Each handler takes `ConsoleUser<Admin>` (or
+//! Admin pages (`/admin/*`, admins only): the policy editor (with the `threshold = "auto"`
+//! rules' current values), API keys, users, webhooks and the audit log with its verification
+//! state; the proposed standing rules are in [`super::proposals`]. Each handler takes `ConsoleUser<Admin>` (or
 //! `Posted<_, Admin>`), so a reviewer cannot reach one.
 
 use super::page::{self, Nav, PageError, PageResult};
@@ -11,22 +12,23 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
 use loopgate_domain::auth::Role;
-use loopgate_domain::policy::{Policy, PolicyError};
+use loopgate_domain::policy::{Policy, PolicyError, Threshold};
 use loopgate_domain::types::Name;
 use loopgate_store::{NewWebhook, PolicyRecord, StoreError};
 use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
 
-const TABS: [(&str, &str, &str); 5] = [
+const TABS: [(&str, &str, &str); 6] = [
     ("policy", "Policy", "/admin/policy"),
+    ("proposals", "Proposed rules", "/admin/proposals"),
     ("keys", "API keys", "/admin/keys"),
     ("users", "Users", "/admin/users"),
     ("webhooks", "Webhooks", "/admin/webhooks"),
     ("audit", "Audit log", "/admin/audit"),
 ];
 
-fn admin_page(
+pub(super) fn admin_page(
     user: &Session,
     tab: &str,
     title: &str,
@@ -103,16 +105,76 @@ when = "true"
 then = "approve"
 "#;
 
+/// What the policy page shows beside the editor: the policy in force with the server's current
+/// values of its `"auto"` thresholds, and how many proposed rules wait for an admin.
+struct InForce {
+    policy: Option<Policy>,
+    pending_proposals: usize,
+}
+
+async fn in_force(state: &AppState, user: &Session) -> PageResult<InForce> {
+    // A stored policy that no longer parses (edited in the database by hand) must not lock the
+    // admin out of the editor that fixes it: the list beside it is simply left empty.
+    let (version, policy) =
+        match crate::learning::current_policy(state.store.as_ref(), &user.workspace).await {
+            Ok(found) => found,
+            Err(StoreError::Internal(m)) => {
+                tracing::warn!(error = %m, "console: the policy in force does not parse");
+                (0, Policy::empty())
+            }
+            Err(e) => return Err(e.into()),
+        };
+    let pending_proposals = state
+        .store
+        .list_proposals(&user.workspace)
+        .await?
+        .iter()
+        .filter(|p| p.status == "pending")
+        .count();
+    Ok(InForce {
+        policy: (version > 0).then_some(policy),
+        pending_proposals,
+    })
+}
+
+fn threshold_text(t: &Threshold) -> Markup {
+    match *t {
+        Threshold::Fixed(v) => html! { " · confidence ≥ " (v) },
+        Threshold::Auto {
+            target_accuracy,
+            min,
+            max,
+            current,
+        } => html! {
+            " · "
+            span.auto-threshold data-testid="auto-threshold" {
+                "auto: confidence ≥ " strong { (current) }
+                " (target " (target_accuracy) ", within " (min) "–" (max) ")"
+            }
+        },
+    }
+}
+
 fn render_policy(
     user: &Session,
     text: &str,
     current: Option<&PolicyRecord>,
+    in_force: &InForce,
     outcome: PolicyOutcome,
     flash: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let rules = current.and_then(|c| Policy::parse(&c.text).ok());
+    let rules = in_force.policy.as_ref();
+    let has_auto = rules.is_some_and(|p| p.has_auto_thresholds());
     let content = html! {
+        @if in_force.pending_proposals > 0 {
+            div.flash.flash-info role="status" data-testid="pending-proposals" {
+                strong { (in_force.pending_proposals) }
+                @if in_force.pending_proposals == 1 { " standing rule proposed by reviewers is" } @else { " standing rules proposed by reviewers are" }
+                " waiting for a decision. "
+                a href="/admin/proposals" { "Review the proposals" }
+            }
+        }
         @match &outcome {
             PolicyOutcome::Errors(errors) => {
                 div.flash.flash-error role="alert" data-testid="policy-errors" {
@@ -163,7 +225,7 @@ fn render_policy(
             aside {
                 section.card {
                     h2 { "Rules in force" }
-                    @match &rules {
+                    @match rules {
                         Some(p) if !p.rules().is_empty() => {
                             ol.rule-list data-testid="policy-rules" {
                                 @for r in p.rules() {
@@ -174,12 +236,20 @@ fn render_policy(
                                             " · queue " (r.queue)
                                             @if r.approvals > 1 { " · " (r.approvals) " approvals" }
                                             @if r.sample > 0.0 { " · sample " (format!("{:.0}%", r.sample * 100.0)) }
+                                            @if let Some(t) = &r.threshold { (threshold_text(t)) }
                                         }
                                     }
                                 }
                             }
                         }
                         _ => p.muted { "None." },
+                    }
+                    @if has_auto {
+                        form.stack method="post" action="/admin/policy/thresholds/recompute" {
+                            (page::csrf_field(user))
+                            p.hint { "The server retunes " code { "threshold = \"auto\"" } " rules from the evidence on a schedule." }
+                            button.btn.btn-small type="submit" data-testid="recompute-thresholds" { "Recompute now" }
+                        }
                     }
                 }
                 section.card {
@@ -212,10 +282,12 @@ pub async fn policy_page(
         .map(|c| c.text.clone())
         .unwrap_or_else(|| STARTER_POLICY.to_owned());
     let flash = flash_query(query.as_deref());
+    let in_force = in_force(&state, &user).await?;
     Ok(render_policy(
         &user,
         &text,
         current.as_ref(),
+        &in_force,
         PolicyOutcome::Nothing,
         flash.as_deref(),
         StatusCode::OK,
@@ -235,6 +307,7 @@ pub async fn save_policy(
     Posted { user, form }: Posted<PolicyForm, Admin>,
 ) -> PageResult {
     let current = state.store.current_policy(&user.workspace).await?;
+    let before = in_force(&state, &user).await?;
     // Browsers send CRLF line ends from a textarea; the file is stored with LF.
     let text = form.text.replace("\r\n", "\n");
     if text.len() > MAX_POLICY {
@@ -247,6 +320,7 @@ pub async fn save_policy(
             &user,
             &text,
             current.as_ref(),
+            &before,
             outcome,
             None,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -259,6 +333,7 @@ pub async fn save_policy(
                 &user,
                 &text,
                 current.as_ref(),
+                &before,
                 PolicyOutcome::Errors(errors),
                 None,
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -271,6 +346,7 @@ pub async fn save_policy(
             &user,
             &text,
             current.as_ref(),
+            &before,
             PolicyOutcome::Valid(rules),
             None,
             StatusCode::OK,
@@ -281,14 +357,27 @@ pub async fn save_policy(
         .put_policy(&user.workspace, &text, &user.actor())
         .await?;
     state.policies.invalidate(&user.workspace);
+    let after = in_force(&state, &user).await?;
     Ok(render_policy(
         &user,
         &saved.text,
         Some(&saved),
+        &after,
         PolicyOutcome::Saved(saved.version, rules),
         None,
         StatusCode::OK,
     ))
+}
+
+/// `POST /admin/policy/thresholds/recompute`: retune the `"auto"` thresholds from the evidence
+/// now, as the server's schedule does (each change is an audit event with its evidence).
+pub async fn recompute_thresholds(
+    State(state): State<AppState>,
+    Posted { user, .. }: Posted<super::session::Empty, Admin>,
+) -> PageResult {
+    crate::learning::recompute_thresholds(state.store.as_ref(), &user.workspace).await?;
+    state.policies.invalidate(&user.workspace);
+    Ok(page::see_other("/admin/policy?flash=thresholds-recomputed"))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //! `/v1/events` (gap-free, resumable with `Last-Event-ID`) but authenticated by the session
 //! cookie. Pages use each event as a signal to re-fetch the fragment it changes.
 
-use super::page::PageResult;
+use super::page::{PageError, PageResult};
 use super::session::ConsoleUser;
 use crate::http::events::Filter;
 use crate::AppState;
@@ -58,5 +58,14 @@ pub async fn stream(
         None => Arc::new(is_work_event),
     };
     let workspace = user.workspace.clone();
-    Ok(crate::http::events::stream(state, workspace, after, filter).into_response())
+    let permit = state
+        .limits
+        .streams
+        .acquire(&user.holder())
+        .map_err(PageError::Limited)?;
+    Ok(
+        crate::http::events::stream(state, workspace, after, filter, permit)
+            .await?
+            .into_response(),
+    )
 }

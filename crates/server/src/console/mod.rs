@@ -20,8 +20,9 @@
 //!   reviewer, `ConsoleUser<Admin>` an admin. Every store call takes the session's workspace.
 //!
 //! Layout: [`session`] (login, cookies, CSRF, extractors), [`page`] (the shell, error pages,
-//! formatting), [`inbox`], [`review`], [`conversations`], [`stats`], [`admin`], [`events`] (the
-//! session's SSE stream), [`assets`] (CSS and JS).
+//! formatting), [`inbox`], [`review`], [`conversations`], [`stats`], [`admin`], [`proposals`]
+//! (standing rules proposed by "approve and don't ask again"), [`events`] (the session's SSE
+//! stream), [`assets`] (CSS and JS).
 //!
 //! **Architecture Invariant:** the console reaches data only through the `Store` trait, with the
 //! workspace taken from the session, never from the request.
@@ -32,6 +33,7 @@ mod conversations;
 mod events;
 mod inbox;
 mod page;
+mod proposals;
 mod review;
 mod session;
 mod stats;
@@ -77,6 +79,13 @@ pub fn router() -> Router<AppState> {
             "/admin/policy",
             get(admin::policy_page).post(admin::save_policy),
         )
+        .route(
+            "/admin/policy/thresholds/recompute",
+            post(admin::recompute_thresholds),
+        )
+        .route("/admin/proposals", get(proposals::page))
+        .route("/admin/proposals/{id}/approve", post(proposals::approve))
+        .route("/admin/proposals/{id}/reject", post(proposals::reject))
         .route("/admin/keys", get(admin::keys_page).post(admin::create_key))
         .route("/admin/keys/{id}/revoke", post(admin::revoke_key))
         .route(

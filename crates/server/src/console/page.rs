@@ -120,6 +120,16 @@ pub fn flash_text(code: &str) -> Option<&'static str> {
     Some(match code {
         "approved" => "Approved.",
         "approved-partial" => "Approved. It needs another reviewer's approval too.",
+        "approved-partial-no-proposal" => {
+            "Approved. It needs another reviewer's approval too; only the approval that completes \
+             it can propose a standing rule."
+        }
+        "approved-no-proposal" => {
+            "Approved, but the standing rule could not be proposed; the server log says why."
+        }
+        "proposal-approved" => "Rule approved: the policy has a new version with it, in force now.",
+        "proposal-rejected" => "Proposal rejected. The policy is unchanged.",
+        "thresholds-recomputed" => "Automatic thresholds recomputed from the evidence.",
         "rejected" => "Rejected.",
         "edited" => "Edited and approved.",
         "graded" => "Grade saved.",
@@ -168,6 +178,8 @@ pub enum PageError {
     TooLarge,
     Unavailable,
     Internal(String),
+    /// Over a per-session limit ([`crate::limits`]): the API's 429 with `Retry-After`.
+    Limited(crate::error::ApiError),
 }
 
 impl From<StoreError> for PageError {
@@ -206,6 +218,7 @@ impl IntoResponse for PageError {
                 );
                 return resp;
             }
+            PageError::Limited(e) => return e.into_response(),
             PageError::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
             PageError::NotFound(what) => (
                 StatusCode::NOT_FOUND,

@@ -1,6 +1,8 @@
 //! One review (`/reviews/{id}`): everything needed to decide it on one screen. Opening it claims
 //! it; a claim held by someone else is shown, and the decision controls say who may decide.
 //! Deciding moves on to the next review, so a reviewer can work a queue from the keyboard.
+//! "Approve and don't ask again" (approvals of actions) stays on the decided review instead, to
+//! show the standing rule it proposed to the admins and what its backtest found.
 
 use super::conversations::{transcript, TranscriptOptions};
 use super::inbox::{holder, kind_badge, kind_label};
@@ -11,9 +13,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::Utc;
+use loopgate_domain::learning::standing_rule;
 use loopgate_domain::review::{DecisionInput, Grade, ReviewKind, ReviewStatus, Verdict};
 use loopgate_domain::types::Name;
-use loopgate_store::{ReviewDetail, ReviewFilter, StoreError};
+use loopgate_store::{ProposalRecord, ReviewDetail, ReviewFilter, StoreError};
 use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -72,6 +75,8 @@ pub struct ReviewQuery {
     flash: Option<String>,
     queue: Option<String>,
     kind: Option<String>,
+    /// The standing rule this review's "don't ask again" just proposed.
+    proposal: Option<String>,
 }
 
 /// What the reviewer typed, to fill the forms again when a decision is refused.
@@ -80,12 +85,15 @@ struct Echo {
     panel: Option<&'static str>,
     arguments: Option<String>,
     text: Option<String>,
+    title: Option<String>,
     comment: Option<String>,
     labels: Option<String>,
 }
 
 struct View {
     flash: Option<String>,
+    /// The proposal this review's approval made, to show the reviewer.
+    proposal: Option<ProposalRecord>,
     error: Option<String>,
     /// Why this reviewer could not claim it (someone else holds it).
     conflict: Option<String>,
@@ -131,11 +139,21 @@ pub async fn page(
         serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
     let id = parse_id(&id, "review")?;
     let (detail, conflict) = open_and_claim(&state, &user, id).await?;
+    // Only a proposal made from this review is shown here.
+    let proposal = match q.proposal.as_deref().map(Uuid::parse_str) {
+        Some(Ok(pid)) => state
+            .store
+            .get_proposal(&user.workspace, pid)
+            .await?
+            .filter(|p| p.review_id == id),
+        _ => None,
+    };
     Ok(render(
         &user,
         &detail,
         View {
             flash: q.flash,
+            proposal,
             error: None,
             conflict,
             scope: Scope::parse(q.queue.as_deref(), q.kind.as_deref()),
@@ -152,7 +170,10 @@ fn subject_title(d: &ReviewDetail) -> String {
         (None, ReviewKind::Escalation) => "A conversation needs a human".to_owned(),
         (None, ReviewKind::Flag) => "An answer the user flagged".to_owned(),
         (None, ReviewKind::Qa) => "A sampled AI reply".to_owned(),
-        (None, ReviewKind::KbChange) => "A suggested knowledge change".to_owned(),
+        (None, ReviewKind::KbChange) => match &d.knowledge {
+            Some(k) => k.proposed_title.clone(),
+            None => "A suggested knowledge change".to_owned(),
+        },
         (None, ReviewKind::Approval) => "An action".to_owned(),
     }
 }
@@ -226,6 +247,7 @@ fn render(user: &Session, d: &ReviewDetail, v: View) -> Response {
         }
         (page::flash(v.flash.as_deref()))
         (page::error_banner(v.error.as_deref()))
+        @if let Some(p) = &v.proposal { (proposal_made(user, p, &v.scope)) }
         @if let Some(who) = blocked_by {
             div.flash.flash-warn role="alert" data-testid="claim-conflict" {
                 strong { (who) " is working on this review." }
@@ -360,6 +382,24 @@ fn subject(d: &ReviewDetail) -> Markup {
                     details { summary { "The AI's original draft" } p.pre { (orig) } }
                 }
             }
+        } @else if let Some(k) = &d.knowledge {
+            section.card aria-labelledby="subject-title" data-testid="knowledge-change" {
+                div.card-head {
+                    h2 #subject-title { "Proposed knowledge change" }
+                    span.muted { "by " (k.agent) " · " (page::age(k.created_at, Utc::now())) }
+                }
+                h3 data-testid="knowledge-title" { (k.proposed_title) }
+                blockquote.draft-text data-testid="knowledge-text" { (k.proposed_text) }
+                @if k.status == "approved" && (k.title != k.proposed_title || k.text != k.proposed_text) {
+                    h3 { "As published, after the reviewer's edit" }
+                    p data-testid="knowledge-published-title" { strong { (k.title) } }
+                    blockquote.draft-text data-testid="knowledge-published-text" { (k.text) }
+                }
+                @if let Some(cid) = k.conversation_id {
+                    p { "Suggested during "
+                        a href=(format!("/conversations/{cid}")) data-testid="knowledge-conversation" { "this conversation" } "." }
+                }
+            }
         } @else if r.kind == ReviewKind::Escalation {
             section.card {
                 h2 { "A conversation is waiting for a human" }
@@ -391,12 +431,19 @@ fn decision_panel(
             Some("Rewrite and send…"),
         ),
         ReviewKind::Escalation => ("Resolve, hand back to the AI", "Reject…", None),
+        ReviewKind::KbChange => ("Publish", "Reject…", Some("Edit…")),
         ReviewKind::Approval if d.action.is_some() => {
             ("Approve", "Reject…", Some("Edit arguments…"))
         }
         _ => ("Approve", "Reject…", None),
     };
     let edits_arguments = r.kind == ReviewKind::Approval && d.action.is_some();
+    // The rule "approve and don't ask again" would propose (approvals of actions only).
+    let standing = d
+        .action
+        .as_ref()
+        .filter(|_| r.kind == ReviewKind::Approval)
+        .map(|a| standing_rule(&a.agent, &a.name, a.confidence).0);
     let me_approved = already_approved(d, &user.username);
     let grading = r.kind.is_grading();
     html! {
@@ -449,6 +496,14 @@ fn decision_panel(
                         button.btn.btn-approve type="submit" data-testid="approve" disabled[!can_decide || me_approved] {
                             (approve_label) " " (kbd("a"))
                         }
+                        @if let Some(rule) = &standing {
+                            " "
+                            button.btn type="submit" name="dont_ask_again" value="true" data-testid="approve-dont-ask-again"
+                                disabled[!can_decide || me_approved] aria-describedby="dont-ask-hint"
+                                title=(format!("Also propose to the admins: “{rule}”")) {
+                                "Approve and don't ask again"
+                            }
+                        }
                     }
                     details.decision-more #reject-panel data-testid="reject-panel" open[v.echo.panel == Some("reject")] {
                         summary.btn.btn-reject data-testid="reject-open" { (reject_label) " " (kbd("r")) }
@@ -462,6 +517,11 @@ fn decision_panel(
                                 }
                             }
                             button.btn.btn-reject type="submit" data-testid="reject-submit" { "Reject" }
+                        }
+                    }
+                    @if let Some(rule) = &standing {
+                        p.hint.dont-ask-hint #dont-ask-hint {
+                            "“Don't ask again” proposes a standing rule to the admins: " em { (rule) } ". Nothing changes until an admin approves it."
                         }
                     }
                     @if let Some(label) = edit_label {
@@ -484,6 +544,22 @@ fn decision_panel(
                                         input #edit-comment type="text" name="comment" maxlength="10000" data-testid="edit-comment";
                                     }
                                     button.btn.btn-primary type="submit" data-testid="save-edit" { "Save and approve" }
+                                }
+                            } @else if let Some(k) = &d.knowledge {
+                                @let title = v.echo.title.clone().unwrap_or(k.proposed_title.clone());
+                                @let text = v.echo.text.clone().unwrap_or(k.proposed_text.clone());
+                                form.stack method="post" action=(action) #edit-form {
+                                    (hidden)
+                                    input type="hidden" name="verdict" value="edit";
+                                    div.field {
+                                        label for="edit-title" { "Title" }
+                                        input #edit-title type="text" name="title" required maxlength="200" value=(title) data-testid="edit-title";
+                                    }
+                                    div.field {
+                                        label for="edit-text" { "The knowledge the agents will get" }
+                                        textarea #edit-text name="text" rows="10" required maxlength="102400" data-testid="edit-text" { (text) }
+                                    }
+                                    button.btn.btn-primary type="submit" data-testid="save-edit" { "Publish this instead" }
                                 }
                             } @else {
                                 @let current = d.message.as_ref().map(|m| m.text.clone()).unwrap_or_default();
@@ -530,6 +606,8 @@ pub struct DecisionForm {
     verdict: Option<String>,
     arguments: Option<String>,
     text: Option<String>,
+    /// A knowledge change's new title.
+    title: Option<String>,
     grade: Option<String>,
     labels: Option<String>,
     score: Option<String>,
@@ -538,6 +616,33 @@ pub struct DecisionForm {
     kind: Option<String>,
     /// `conversation` to return to the conversation (drafts decided inline); else the next review.
     then: Option<String>,
+    /// "Approve and don't ask again": propose a standing rule once the approval is complete.
+    dont_ask_again: Option<String>,
+}
+
+impl DecisionForm {
+    fn dont_ask_again(&self) -> bool {
+        matches!(
+            self.dont_ask_again.as_deref().map(str::trim),
+            Some("true" | "on" | "1")
+        )
+    }
+}
+
+/// Why "don't ask again" cannot go with this decision (the API's rules, in words).
+fn dont_ask_again_refusal(f: &DecisionForm, d: &ReviewDetail) -> Option<&'static str> {
+    if !f.dont_ask_again() {
+        return None;
+    }
+    if f.verdict.as_deref().map(str::trim) != Some("approve") {
+        return Some(
+            "Only an approval can stand for cases like this: “don't ask again” goes with Approve.",
+        );
+    }
+    if d.review.kind != ReviewKind::Approval || d.action.is_none() {
+        return Some("Only an approval of an agent's action can stand for cases like this.");
+    }
+    None
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -564,7 +669,21 @@ fn decision_input(f: &DecisionForm, kind: ReviewKind) -> Result<DecisionInput, S
     }
     let mut arguments = None;
     let mut text = None;
-    if verdict == Some(Verdict::Edit) {
+    let mut title = None;
+    if verdict == Some(Verdict::Edit) && kind == ReviewKind::KbChange {
+        title = non_empty(f.title.clone());
+        text = non_empty(f.text.clone());
+        if text.is_none() {
+            return Err("The new text is empty.".into());
+        }
+        // The domain checks the limits again; here they become words on the page.
+        if let Some(Err(e)) = title.as_deref().map(loopgate_domain::knowledge::title) {
+            return Err(format!("The title {}.", e.message));
+        }
+        if let Some(Err(e)) = text.as_deref().map(loopgate_domain::knowledge::text) {
+            return Err(format!("The text is too long: {}.", e.message));
+        }
+    } else if verdict == Some(Verdict::Edit) {
         if kind == ReviewKind::Approval {
             let raw = f.arguments.as_deref().unwrap_or("").trim();
             if raw.is_empty() {
@@ -613,6 +732,7 @@ fn decision_input(f: &DecisionForm, kind: ReviewKind) -> Result<DecisionInput, S
         verdict,
         arguments,
         text,
+        title,
         grade,
         score,
         labels,
@@ -629,6 +749,7 @@ fn echo(f: &DecisionForm) -> Echo {
         },
         arguments: f.arguments.clone(),
         text: f.text.clone(),
+        title: f.title.clone(),
         comment: f.comment.clone(),
         labels: f.labels.clone(),
     }
@@ -655,6 +776,7 @@ pub async fn decide(
             detail,
             View {
                 flash: None,
+                proposal: None,
                 error: Some(message),
                 conflict: None,
                 scope: scope.clone(),
@@ -663,6 +785,13 @@ pub async fn decide(
             },
         )
     };
+    if let Some(m) = dont_ask_again_refusal(&form, &current) {
+        return Ok(refuse(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            m.to_owned(),
+            &current,
+        ));
+    }
     let input = match decision_input(&form, current.review.kind) {
         Ok(i) => i,
         Err(m) => return Ok(refuse(StatusCode::UNPROCESSABLE_ENTITY, m, &current)),
@@ -704,6 +833,11 @@ pub async fn decide(
         _ if decided.review.status.is_open() => "approved-partial",
         _ => "approved",
     };
+    if form.dont_ask_again() {
+        return Ok(page::see_other(
+            &dont_ask_again(&state, &user, &decided, &scope).await,
+        ));
+    }
     if form.then.as_deref() == Some("conversation") {
         if let Some(cid) = decided.review.conversation_id {
             return Ok(page::see_other(&format!(
@@ -714,6 +848,74 @@ pub async fn decide(
     Ok(page::see_other(
         &next_location(&state, &user, &scope, flash).await?,
     ))
+}
+
+/// After an approval with "don't ask again": propose the standing rule through the same code
+/// path as the API, then stay on the decided review to show it. The decision is committed
+/// whatever happens here, so a failed proposal is a notice, not an error page.
+async fn dont_ask_again(
+    state: &AppState,
+    user: &Session,
+    decided: &ReviewDetail,
+    scope: &Scope,
+) -> String {
+    let id = decided.review.id;
+    let q = match scope.query() {
+        q if q.is_empty() => q,
+        q => format!("&{q}"),
+    };
+    if decided.review.outcome.as_deref() != Some("approved") {
+        // Four eyes: only the approval that completes it proposes.
+        return format!("/reviews/{id}?flash=approved-partial-no-proposal{q}");
+    }
+    match crate::learning::propose_standing_rule(
+        state.store.as_ref(),
+        &user.workspace,
+        decided,
+        &user.username,
+    )
+    .await
+    {
+        Ok(p) => format!("/reviews/{id}?flash=approved&proposal={}{q}", p.id),
+        Err(e) => {
+            tracing::warn!(error = %e, review = %id, "console: could not propose a standing rule");
+            format!("/reviews/{id}?flash=approved-no-proposal{q}")
+        }
+    }
+}
+
+/// A number from a proposal's backtest summary.
+fn backtest_count(p: &ProposalRecord, key: &str) -> u64 {
+    p.backtest[key].as_u64().unwrap_or(0)
+}
+
+/// What "don't ask again" proposed, for the reviewer who asked: the rule and its backtest.
+fn proposal_made(user: &Session, p: &ProposalRecord, scope: &Scope) -> Markup {
+    let items = backtest_count(p, "items");
+    let through = backtest_count(p, "let_through");
+    let bad = backtest_count(p, "known_bad_let_through");
+    let days = backtest_count(p, "window_days");
+    html! {
+        section.card.proposal-made role="status" data-testid="proposal-made" data-proposal-id=(p.id) {
+            h2 { "Standing rule proposed to the admins" }
+            p { strong data-testid="proposal-rule-name" { (p.rule_name) } }
+            p data-testid="proposal-backtest" {
+                "Replayed over " (p.agent) "'s " code { (p.action) } " actions of the last " (days) " days: "
+                strong { (items) } " items; the rule would let " strong { (through) } " of them through without a human"
+                @if bad == 0 {
+                    ", none of which a human had rejected or edited."
+                } @else {
+                    ", " strong.known-bad-count { (bad) } " of which a human had rejected, edited or found wrong."
+                }
+            }
+            p.muted { "Nothing changes until an admin approves it (status: " span data-testid="proposal-status" { (p.status) } ")." }
+            form.form-actions method="post" action="/reviews/next" {
+                (page::csrf_field(user))
+                (scope.hidden_fields())
+                button.btn.btn-primary type="submit" data-testid="proposal-next" { "Next review →" }
+            }
+        }
+    }
 }
 
 /// The most urgent open review in `scope` this reviewer can take now, claimed when the store
@@ -861,6 +1063,18 @@ mod tests {
         };
         let i = decision_input(&g, ReviewKind::Qa).unwrap();
         assert_eq!(i.labels, vec!["tone", "policy"]);
+    }
+
+    #[test]
+    fn dont_ask_again_is_a_checkbox_or_a_button_value() {
+        let mut f = form("approve");
+        assert!(!f.dont_ask_again());
+        for v in ["true", "on", "1"] {
+            f.dont_ask_again = Some(v.into());
+            assert!(f.dont_ask_again(), "{v}");
+        }
+        f.dont_ask_again = Some("false".into());
+        assert!(!f.dont_ask_again());
     }
 
     #[test]

@@ -52,6 +52,10 @@ impl Session {
     pub fn actor(&self) -> String {
         format!("{}:{}", self.role.as_str(), self.username)
     }
+    /// Who this session's limits count against.
+    pub fn holder(&self) -> crate::limits::Holder {
+        crate::limits::Holder::session(&self.token)
+    }
 }
 
 /// Proof of a signed-in user whose role `R` allows (`ConsoleUser<Admin>` for admin pages).
@@ -116,6 +120,10 @@ impl<R: Requirement> FromRequestParts<AppState> for ConsoleUser<R> {
         let Some(record) = state.store.session(token).await? else {
             return Err(not_signed_in());
         };
+        state
+            .limits
+            .check_rate(&crate::limits::Holder::session(token))
+            .map_err(PageError::Limited)?;
         if !R::allows(record.role) {
             return Err(PageError::Forbidden(
                 "This page is for admins. Ask an admin of your workspace if you need it.".into(),

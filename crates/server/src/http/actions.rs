@@ -183,6 +183,8 @@ pub async fn get_action(
     if view.action.status.is_final() || wait == 0.0 {
         return Ok(Json(view));
     }
+    // Held while waiting; dropped when this handler ends, the client's leaving included.
+    let _permit = state.limits.long_polls.acquire(&caller.holder())?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
     let mut stopping = state.stopping.clone();
     loop {

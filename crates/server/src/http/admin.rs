@@ -36,6 +36,23 @@ pub async fn get_policy(State(state): State<AppState>, admin: Auth<Admin>) -> Ap
     Ok(resp)
 }
 
+/// A policy file from a request body: 400 unless UTF-8, 422 with every error's line and column
+/// (in `details.errors`) unless it compiles.
+pub(crate) fn parse_policy(body: &[u8]) -> Result<(&str, Policy), ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("body", "the policy must be UTF-8 text"))?;
+    let policy = Policy::parse(text).map_err(|errors| {
+        let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+        let mut err = ApiError::invalid("policy", first);
+        err.code = "invalid_policy";
+        err.details = Some(json!({
+            "errors": errors.iter().map(|e| json!({"line": e.line, "column": e.column, "message": e.message})).collect::<Vec<_>>()
+        }));
+        err
+    })?;
+    Ok((text, policy))
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct PolicySaved {
     pub version: i64,
@@ -44,7 +61,7 @@ pub struct PolicySaved {
 
 #[utoipa::path(
     put, path = "/v1/policy", tag = "policy",
-    request_body(content = String, content_type = "application/toml", description = "The policy file"),
+    request_body(content((String = "application/toml"), (String = "text/plain")), description = "The policy file (TOML; any content type is read as UTF-8 text)"),
     responses(
         (status = 200, description = "Validated and in force (a new version unless unchanged)", body = PolicySaved),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -58,17 +75,7 @@ pub async fn put_policy(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<PolicySaved>> {
     let body = body.map_err(body_error)?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("body", "the policy must be UTF-8 text"))?;
-    let policy = Policy::parse(text).map_err(|errors| {
-        let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
-        let mut err = ApiError::invalid("policy", first);
-        err.code = "invalid_policy";
-        err.details = Some(json!({
-            "errors": errors.iter().map(|e| json!({"line": e.line, "column": e.column, "message": e.message})).collect::<Vec<_>>()
-        }));
-        err
-    })?;
+    let (text, policy) = parse_policy(&body)?;
     let saved = state
         .store
         .put_policy(&admin.workspace, text, &admin.actor())

@@ -80,7 +80,8 @@ pub async fn workspace_stream(
         let me = caller.name.clone();
         Arc::new(move |e: &Event| e.data.get("agent").and_then(|a| a.as_str()) == Some(me.as_str()))
     };
-    Ok(stream(state, caller.workspace.clone(), after, filter))
+    let permit = state.limits.streams.acquire(&caller.holder())?;
+    Ok(stream(state, caller.workspace.clone(), after, filter, permit).await?)
 }
 
 #[utoipa::path(
@@ -107,7 +108,8 @@ pub async fn conversation_stream(
         e.subject == subject
             || e.data.get("conversation_id").and_then(|v| v.as_str()) == Some(id.as_str())
     });
-    Ok(stream(state, caller.workspace.clone(), after, filter))
+    let permit = state.limits.streams.acquire(&caller.holder())?;
+    Ok(stream(state, caller.workspace.clone(), after, filter, permit).await?)
 }
 
 fn frame(e: &Event) -> SseEvent {
@@ -118,18 +120,33 @@ fn frame(e: &Event) -> SseEvent {
         .data(data)
 }
 
-pub(crate) fn stream(
+pub(crate) async fn stream(
     state: AppState,
     workspace: String,
     after: Option<i64>,
     filter: Filter,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    permit: crate::limits::Permit,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, loopgate_store::StoreError> {
     let (tx, rx) = mpsc::channel::<SseEvent>(CLIENT_BUFFER);
     // Subscribe before reading the log, so nothing committed in between is missed.
     let live = state.store.subscribe();
+    // The seq of the newest event already handled (sent or filtered out). A new stream starts at
+    // the head of the log, read *before* the response goes out: whatever a client does once it
+    // has the response is committed after this point, so the stream shows it. (Read later, in
+    // the feed, an event committed between the response and that read would be taken for one
+    // already handled.) Even the stream's first lag is repaired from the log.
+    let start = match after {
+        Some(a) => a,
+        None => state.store.audit_head(&workspace).await?,
+    };
     let keepalive = state.config.sse_keepalive;
-    tokio::spawn(feed(state, workspace, after, filter, live, tx));
-    Sse::new(ReceiverStream::new(rx).map(Ok)).keep_alive(KeepAlive::new().interval(keepalive))
+    tokio::spawn(feed(state, workspace, start, filter, live, tx));
+    // The permit lives as long as the response body: hyper drops it when the client leaves.
+    let frames = ReceiverStream::new(rx).map(move |frame| {
+        let _open = &permit;
+        Ok(frame)
+    });
+    Ok(Sse::new(frames).keep_alive(KeepAlive::new().interval(keepalive)))
 }
 
 /// Why a feed ended early: the client left, or the log could not be read.
@@ -167,24 +184,12 @@ async fn catch_up(
 async fn feed(
     state: AppState,
     workspace: String,
-    after: Option<i64>,
+    start: i64,
     filter: Filter,
     mut live: broadcast::Receiver<Arc<Event>>,
     tx: mpsc::Sender<SseEvent>,
 ) {
     let mut stopping = state.stopping.clone();
-    // The seq of the newest event of the workspace already handled (sent or filtered out). A new
-    // stream starts at the head of the log, so even its first lag is repaired from the log.
-    let start = match after {
-        Some(a) => a,
-        None => match state.store.audit_head(&workspace).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "an event stream cannot read the audit head; closing it");
-                return;
-            }
-        },
-    };
     let mut last = match catch_up(&state, &workspace, start, &filter, &tx).await {
         Ok(l) => Some(l),
         Err(Stop) => return,

@@ -7,7 +7,12 @@ pub mod actions;
 pub mod admin;
 pub mod conversations;
 pub mod events;
+pub mod exports;
+pub mod knowledge;
+pub mod learning;
+pub mod openapi_errors;
 pub mod pauses;
+pub mod retention;
 pub mod reviews;
 pub mod stats;
 pub mod system;
@@ -85,10 +90,23 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(webhooks::delete))
         .routes(routes!(webhooks::deliveries))
         .routes(routes!(stats::stats))
+        .routes(routes!(learning::tune))
+        .routes(routes!(learning::backtest))
+        .routes(routes!(learning::list_proposals))
+        .routes(routes!(learning::get_proposal))
+        .routes(routes!(learning::approve_proposal))
+        .routes(routes!(learning::reject_proposal))
+        .routes(routes!(learning::thresholds))
+        .routes(routes!(learning::recompute_thresholds))
+        .routes(routes!(exports::training))
+        .routes(routes!(knowledge::propose, knowledge::list))
         .routes(routes!(accounts::create_key, accounts::list_keys))
         .routes(routes!(accounts::revoke_key))
         .routes(routes!(accounts::create_user, accounts::list_users))
+        .routes(routes!(retention::get_retention, retention::put_retention))
         .split_for_parts();
+    let mut doc = doc;
+    openapi_errors::complete(&mut doc);
     let doc = std::sync::Arc::new(doc);
     let body_limit = state.config.body_limit;
     let mcp = mcp_service(&state);
@@ -117,6 +135,11 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed for this endpoint",
             )
         })
+        .layer(axum::middleware::from_fn(crate::limits::json_rejections))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::request_timeout,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
@@ -196,4 +219,20 @@ pub fn whole_number(
 pub fn parse_query<T: serde::de::DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
     serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|e| ApiError::bad_request("query", format!("bad query string: {e}")))
+}
+
+/// The start (Unix ms) of a window given as a duration such as `1h`, `24h`, `30d` (at most 400
+/// days) ending now; `default` when absent; a bad value is a 422 naming the parameter.
+pub fn since_ms(
+    raw: Option<&str>,
+    field: &str,
+    default: std::time::Duration,
+) -> Result<i64, ApiError> {
+    let window = match raw {
+        None => default,
+        Some(w) => loopgate_domain::learning::parse_window(w).ok_or_else(|| {
+            ApiError::invalid(field, "a duration such as 1h, 24h or 30d, at most 400d")
+        })?,
+    };
+    Ok(chrono::Utc::now().timestamp_millis() - i64::try_from(window.as_millis()).unwrap_or(0))
 }

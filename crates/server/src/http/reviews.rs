@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use loopgate_domain::review::{DecisionInput, Grade, ReviewKind, ReviewStatus, Verdict};
 use loopgate_domain::types::Name;
-use loopgate_store::{ReviewDetail, ReviewFilter, ReviewRecord};
+use loopgate_store::{ProposalRecord, ReviewDetail, ReviewFilter, ReviewRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -198,21 +198,39 @@ pub struct DecisionBody {
     /// With `edit` on an approval: the arguments to run with instead.
     #[schema(value_type = Option<Object>)]
     pub arguments: Option<serde_json::Value>,
-    /// With `edit` on a draft or escalation: the text to deliver instead.
+    /// With `edit` on a draft or escalation: the text to deliver instead; on a `kb_change`: the
+    /// knowledge text to publish instead.
     pub text: Option<String>,
+    /// With `edit` on a `kb_change`: a new title (optional).
+    pub title: Option<String>,
     #[schema(value_type = Option<String>, example = "correct")]
     pub grade: Option<Grade>,
     pub score: Option<f64>,
     #[serde(default)]
     pub labels: Vec<String>,
     pub comment: Option<String>,
+    /// With `approve` on an action's approval: "approve and don't ask again for cases like
+    /// this". Proposes a standing rule (this agent's action of this name, at about this
+    /// confidence, runs unreviewed) to the admins, with its backtest; nothing changes until an
+    /// admin approves it. Only a decision that completes the approval proposes.
+    #[serde(default)]
+    pub dont_ask_again: bool,
+}
+
+/// A decision's answer: the review as it now stands, and the standing-rule proposal it made.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionResponse {
+    #[serde(flatten)]
+    pub review: ReviewDetail,
+    /// With `dont_ask_again`, once the approval is complete.
+    pub proposal: Option<ProposalRecord>,
 }
 
 #[utoipa::path(
     post, path = "/v1/reviews/{id}/decision", tag = "reviews",
     params(("id" = String, Path, description = "The review's id")),
     request_body = DecisionBody,
-    responses((status = 200, description = "Recorded; the review as it now stands", body = ReviewDetail),
+    responses((status = 200, description = "Recorded; the review as it now stands", body = DecisionResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Already decided, claimed by someone else, or already approved by the caller", body = ErrorBody),
@@ -224,21 +242,60 @@ pub async fn decide(
     reviewer: Auth<Reviewer>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DecisionBody>,
-) -> ApiResult<Json<ReviewDetail>> {
+) -> ApiResult<Json<DecisionResponse>> {
     let id = parse_id(&id, "id")?;
+    if body.dont_ask_again && body.verdict != Some(Verdict::Approve) {
+        return Err(ApiError::invalid(
+            "dont_ask_again",
+            "only an approval can stand for cases like this",
+        ));
+    }
+    if body.dont_ask_again {
+        let review = state
+            .store
+            .get_review(&reviewer.workspace, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("review"))?;
+        if review.review.kind != ReviewKind::Approval {
+            return Err(ApiError::invalid(
+                "dont_ask_again",
+                "only an approval of an agent's action can stand for cases like this",
+            ));
+        }
+    }
     let input = DecisionInput {
         verdict: body.verdict,
         arguments: body.arguments,
         text: body.text,
+        title: body.title,
         grade: body.grade,
         score: body.score,
         labels: body.labels,
         comment: body.comment,
     };
-    Ok(Json(
-        state
-            .store
-            .decide_review(&reviewer.workspace, id, &reviewer.name, input)
-            .await?,
-    ))
+    let review = state
+        .store
+        .decide_review(&reviewer.workspace, id, &reviewer.name, input)
+        .await?;
+    // The decision is committed whatever happens next: a failed proposal is logged, not an
+    // error for a reviewer whose approval counted.
+    let proposal = if body.dont_ask_again && review.review.outcome.as_deref() == Some("approved") {
+        match crate::learning::propose_standing_rule(
+            state.store.as_ref(),
+            &reviewer.workspace,
+            &review,
+            &reviewer.name,
+        )
+        .await
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, review = %id, "could not propose a standing rule");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Json(DecisionResponse { review, proposal }))
 }

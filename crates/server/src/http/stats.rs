@@ -2,7 +2,10 @@
 //! sampled work is, and how the queues keep up.
 
 use super::parse_query;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
+use std::time::Duration;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
 use crate::extract::{Auth, Reviewer};
 use crate::AppState;
 use axum::extract::{RawQuery, State};
@@ -31,17 +34,8 @@ pub async fn stats(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<StatsRecord>> {
     let q: StatsQuery = parse_query(query.as_deref())?;
-    let window = match q.window.as_deref() {
-        None => std::time::Duration::from_secs(24 * 3600),
-        Some(w) => humantime::parse_duration(w)
-            .ok()
-            .filter(|d| !d.is_zero() && d.as_secs() <= 400 * 24 * 3600)
-            .ok_or_else(|| {
-                ApiError::invalid("window", "a duration such as 1h, 24h or 30d, at most 400d")
-            })?,
-    };
+    let since = super::since_ms(q.window.as_deref(), "window", DAY)?;
     let buckets = super::whole_number(q.buckets.as_deref(), "buckets", 24, 1..=500)?;
-    let since = chrono::Utc::now().timestamp_millis() - window.as_millis() as i64;
     Ok(Json(
         state
             .store

@@ -30,7 +30,7 @@ pub struct NewWebhookBody {
 
 /// Check a webhook registration (the API's and the console's alike) and make its secret when
 /// none is given; the flag says whether it was generated (and must be shown once).
-pub(crate) fn new_webhook(
+pub fn new_webhook(
     workspace: &str,
     actor: &str,
     url: &str,

@@ -5,10 +5,10 @@
 
 use super::db::{self, Conn, DbRow, Pool};
 use super::writer::{Tx, Writer};
-use super::{accounts, conversations, stats, webhooks};
+use super::{accounts, conversations, export, knowledge, learning, stats, webhooks};
 use crate::records::*;
 use crate::{ConversationChange, NewFeedback, NewMessage, NewWebhook, StoreOptions};
-use crate::{NewAction, Result, ReviewFilter, Store, StoreError, Submitted, Sweep};
+use crate::{NewAction, NewKnowledge, Result, ReviewFilter, Store, StoreError, Submitted, Sweep};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -114,10 +114,11 @@ const REVIEW_SELECT: &str = "SELECT r.id, r.workspace, r.kind, r.status, r.queue
      r.claimed_by, r.claim_expires_at, r.created_at, r.decided_at, r.outcome, \
      r.conversation_id, r.message_id, \
      COALESCE(a.confidence, m.confidence) AS subject_confidence, \
-     COALESCE(a.agent, c.agent) AS subject_agent \
+     COALESCE(a.agent, c.agent, k.agent) AS subject_agent \
      FROM reviews r LEFT JOIN actions a ON a.id = r.action_id \
      LEFT JOIN messages m ON m.id = r.message_id \
-     LEFT JOIN conversations c ON c.id = r.conversation_id";
+     LEFT JOIN conversations c ON c.id = r.conversation_id \
+     LEFT JOIN knowledge_changes k ON k.review_id = r.id";
 
 fn review_from_row(row: &DbRow) -> Result<ReviewRecord> {
     let kind: String = row.try_get("kind")?;
@@ -247,12 +248,17 @@ pub(crate) async fn load_detail(c: &mut Conn, ws: &str, id: &str) -> Result<Opti
         Some(cid) => conversations::load_view(c, ws, &cid.to_string()).await?,
         None => None,
     };
+    let knowledge = match review.kind {
+        ReviewKind::KbChange => knowledge::load_for_review(c, ws, id).await?,
+        _ => None,
+    };
     let decisions = load_decisions(c, id).await?;
     Ok(Some(ReviewDetail {
         review,
         action,
         message,
         conversation,
+        knowledge,
         decisions,
     }))
 }
@@ -1048,38 +1054,7 @@ impl Store for SqlStore {
     }
 
     async fn verify_audit(&self, workspace: &str) -> Result<Result<u64, ChainBreak>> {
-        let mut c = self.read.acquire().await?;
-        let mut verifier = ChainVerifier::new();
-        {
-            let mut rows = sqlx::query(
-                "SELECT workspace, seq, at, actor, type, subject, data, prev_hash, hash FROM events
-                 WHERE workspace = $1 ORDER BY seq",
-            )
-            .bind(workspace)
-            .fetch(&mut *c);
-            while let Some(row) = rows.try_next().await? {
-                let event = match event_from_row(&row) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let seq: i64 = row.try_get("seq").unwrap_or(0);
-                        return Ok(Err(ChainBreak {
-                            seq,
-                            problem: e.to_string(),
-                        }));
-                    }
-                };
-                if let Err(b) = verifier.push(&event) {
-                    return Ok(Err(b));
-                }
-            }
-        }
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE workspace = $1")
-                .bind(workspace)
-                .fetch_optional(&mut *c)
-                .await?;
-        let (seq, hash) = head.unwrap_or((0, String::new()));
-        Ok(verifier.finish(seq, &hash))
+        verify_chain(&self.read, workspace).await
     }
 
     async fn counts(&self, workspace: &str) -> Result<Counts> {
@@ -1259,16 +1234,168 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn stats(&self, workspace: &str, since_ms: i64, buckets: i64) -> Result<StatsRecord> {
+    fn evidence<'a>(
+        &'a self,
+        workspace: &'a str,
+        filter: crate::EvidenceFilter,
+        since_ms: i64,
+    ) -> futures::stream::BoxStream<'a, Result<loopgate_domain::learning::ReplayItem>> {
+        learning::evidence(&self.read, workspace, filter, since_ms)
+    }
+
+    async fn count_evidence(
+        &self,
+        workspace: &str,
+        filter: &crate::EvidenceFilter,
+        since_ms: i64,
+    ) -> Result<u64> {
+        learning::count_evidence(&self.read, workspace, filter, since_ms).await
+    }
+
+    async fn auto_thresholds(
+        &self,
+        workspace: &str,
+    ) -> Result<std::collections::HashMap<String, f64>> {
+        learning::auto_thresholds(&self.read, workspace).await
+    }
+
+    async fn set_auto_threshold(
+        &self,
+        workspace: &str,
+        rule: &str,
+        value: f64,
+        evidence: Value,
+    ) -> Result<()> {
+        let (ws, rule) = (workspace.to_owned(), rule.to_owned());
+        self.writer
+            .write(move |tx| {
+                Box::pin(async move {
+                    learning::set_auto_threshold(tx, &ws, &rule, value, evidence).await
+                })
+            })
+            .await
+    }
+
+    async fn create_proposal(&self, new: crate::NewProposal) -> Result<ProposalRecord> {
+        self.writer
+            .write(move |tx| Box::pin(learning::create_proposal(tx, new)))
+            .await
+    }
+
+    async fn list_proposals(&self, workspace: &str) -> Result<Vec<ProposalRecord>> {
+        learning::list_proposals(&self.read, workspace).await
+    }
+
+    async fn get_proposal(&self, workspace: &str, id: Uuid) -> Result<Option<ProposalRecord>> {
+        learning::get_proposal(&self.read, workspace, id).await
+    }
+
+    async fn decide_proposal(
+        &self,
+        workspace: &str,
+        id: Uuid,
+        approve: bool,
+        admin: &str,
+    ) -> Result<ProposalRecord> {
+        let (ws, admin) = (workspace.to_owned(), admin.to_owned());
+        self.writer
+            .write(move |tx| {
+                Box::pin(
+                    async move { learning::decide_proposal(tx, &ws, id, approve, &admin).await },
+                )
+            })
+            .await
+    }
+
+    async fn propose_knowledge(&self, new: NewKnowledge) -> Result<KnowledgeRecord> {
+        self.writer
+            .write(move |tx| Box::pin(knowledge::propose_in_tx(tx, new)))
+            .await
+    }
+
+    async fn list_knowledge(
+        &self,
+        workspace: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<KnowledgeRecord>> {
         let mut c = self.read.acquire().await?;
-        stats::stats(
-            &mut c,
-            workspace,
-            since_ms,
-            Utc::now().timestamp_millis(),
-            buckets,
-        )
-        .await
+        knowledge::list(&mut c, workspace, after, limit).await
+    }
+
+    async fn export_training(
+        &self,
+        workspace: &str,
+        format: loopgate_domain::training::Format,
+        since_ms: i64,
+        after: Option<String>,
+        limit: i64,
+    ) -> Result<ExportPage> {
+        let mut c = self.read.acquire().await?;
+        export::page(&mut c, workspace, format, since_ms, after, limit).await
+    }
+
+    async fn stats(&self, workspace: &str, since_ms: i64, buckets: i64) -> Result<StatsRecord> {
+        let mut record = {
+            let mut c = self.read.acquire().await?;
+            stats::stats(
+                &mut c,
+                workspace,
+                since_ms,
+                Utc::now().timestamp_millis(),
+                buckets,
+            )
+            .await?
+        };
+        // Calibration needs each item's label, which the evidence scan derives.
+        // One scan serves the workspace and every listed agent and action.
+        use loopgate_domain::learning::{calibration, Point};
+        use std::collections::HashMap;
+        let mut points = Vec::new();
+        let mut by_agent: HashMap<String, Vec<Point>> = HashMap::new();
+        let mut by_action: HashMap<String, Vec<Point>> = HashMap::new();
+        let mut items = self.evidence(workspace, crate::EvidenceFilter::default(), since_ms);
+        while let Some(item) = items.try_next().await? {
+            if item.label.is_some() {
+                let point = Point {
+                    confidence: item.confidence,
+                    label: item.label,
+                };
+                points.push(point);
+                by_agent.entry(item.agent).or_default().push(point);
+                if item.kind == loopgate_domain::policy::SubjectKind::Action {
+                    by_action.entry(item.action_name).or_default().push(point);
+                }
+            }
+        }
+        record.calibration = calibration(&points);
+        for slice in &mut record.by_agent {
+            slice.calibration = calibration(by_agent.get(&slice.key).map_or(&[], |p| p));
+        }
+        for slice in &mut record.by_action {
+            slice.calibration = calibration(by_action.get(&slice.key).map_or(&[], |p| p));
+        }
+        Ok(record)
+    }
+
+    async fn retention(&self, workspace: &str) -> Result<crate::RetentionRecord> {
+        super::retention::get(&self.read, workspace).await
+    }
+
+    async fn set_retention(
+        &self,
+        workspace: &str,
+        days: loopgate_domain::retention::RetentionDays,
+        actor: &str,
+    ) -> Result<crate::RetentionRecord> {
+        let (ws, actor) = (workspace.to_owned(), actor.to_owned());
+        self.writer
+            .write(move |tx| Box::pin(super::retention::set_in_tx(tx, ws, days, actor)))
+            .await
+    }
+
+    async fn prune(&self, workspace: &str, dry_run: bool) -> Result<crate::PruneReport> {
+        super::retention::prune(&self.read, &self.writer, workspace, dry_run).await
     }
 }
 
@@ -1522,6 +1649,9 @@ async fn decide_in_tx(
         "comment": decision.comment, "grade": decision.grade.map(|g| g.as_str()),
         "action_id": review.action_id,
         "conversation_id": review.conversation_id, "message_id": review.message_id,
+        // For metrics: where it waited and how long.
+        "queue": review.queue,
+        "waited_ms": (tx.now_ms() - review.created_at.timestamp_millis()).max(0),
     });
     match effect {
         Effect::NeedsMoreApprovals {
@@ -1544,6 +1674,15 @@ async fn decide_in_tx(
         }
         Effect::Approved { arguments, text } => {
             close_review(tx, &id, "approved", Some(review.approvals_required)).await?;
+            knowledge::approved(
+                tx,
+                &review,
+                arguments.as_ref(),
+                text.as_deref(),
+                &reviewer,
+                &actor,
+            )
+            .await?;
             conversations::after_decision(tx, &review, true, text, &actor).await?;
             tx.event(
                 &ws,
@@ -1574,6 +1713,7 @@ async fn decide_in_tx(
         }
         Effect::Rejected => {
             close_review(tx, &id, "rejected", None).await?;
+            knowledge::rejected(tx, &review, &reviewer, &actor).await?;
             conversations::after_decision(tx, &review, false, None, &actor).await?;
             tx.event(
                 &ws,
@@ -1741,4 +1881,40 @@ async fn sweep_in_tx(tx: &mut Tx) -> Result<Sweep> {
         sweep.expired += 1;
     }
     Ok(sweep)
+}
+
+/// Walk one workspace's chain through the domain's verifier; `Ok(count)` or the first break.
+pub(crate) async fn verify_chain(read: &Pool, workspace: &str) -> Result<Result<u64, ChainBreak>> {
+    let mut c = read.acquire().await?;
+    let mut verifier = ChainVerifier::new();
+    {
+        let mut rows = sqlx::query(
+            "SELECT workspace, seq, at, actor, type, subject, data, prev_hash, hash FROM events
+             WHERE workspace = $1 ORDER BY seq",
+        )
+        .bind(workspace)
+        .fetch(&mut *c);
+        while let Some(row) = rows.try_next().await? {
+            let event = match event_from_row(&row) {
+                Ok(e) => e,
+                Err(e) => {
+                    let seq: i64 = row.try_get("seq").unwrap_or(0);
+                    return Ok(Err(ChainBreak {
+                        seq,
+                        problem: e.to_string(),
+                    }));
+                }
+            };
+            if let Err(b) = verifier.push(&event) {
+                return Ok(Err(b));
+            }
+        }
+    }
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE workspace = $1")
+            .bind(workspace)
+            .fetch_optional(&mut *c)
+            .await?;
+    let (seq, hash) = head.unwrap_or((0, String::new()));
+    Ok(verifier.finish(seq, &hash))
 }

@@ -83,6 +83,14 @@ pub mod db {
 mod accounts;
 #[path = "../sql/conversations.rs"]
 mod conversations;
+#[path = "../sql/export.rs"]
+mod export;
+#[path = "../sql/knowledge.rs"]
+mod knowledge;
+#[path = "../sql/learning.rs"]
+mod learning;
+#[path = "../sql/retention.rs"]
+mod retention;
 #[path = "../sql/stats.rs"]
 mod stats;
 #[path = "../sql/store.rs"]
