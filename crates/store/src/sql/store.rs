@@ -263,7 +263,7 @@ pub(crate) async fn load_detail(c: &mut Conn, ws: &str, id: &str) -> Result<Opti
     }))
 }
 
-async fn load_pauses(c: &mut Conn, ws: &str) -> Result<Vec<Pause>> {
+pub(crate) async fn load_pauses(c: &mut Conn, ws: &str) -> Result<Vec<Pause>> {
     let rows = sqlx::query(
         "SELECT agent, mode, reason, set_by FROM pauses WHERE workspace = $1 ORDER BY agent",
     )
@@ -979,6 +979,7 @@ impl Store for SqlStore {
                     } else {
                         format!("agent:{agent}")
                     };
+                    tx.pauses_changed(&ws);
                     match mode {
                         Some(mode) => {
                             sqlx::query(
@@ -1452,7 +1453,7 @@ async fn submit_in_tx(tx: &mut Tx, new: NewAction) -> Result<Submitted> {
     }
 
     let mut routing = new.routing.clone();
-    let pauses = load_pauses(&mut tx.conn, ws).await?;
+    let pauses = tx.pauses(ws).await?;
     if let Some(pause) = governing_pause(&pauses, &new.agent) {
         let scope = match &pause.agent {
             Some(a) => format!("agent {a}"),
@@ -1589,10 +1590,26 @@ async fn submit_in_tx(tx: &mut Tx, new: NewAction) -> Result<Submitted> {
         )
         .await?;
     }
-    let action = load_action(&mut tx.conn, ws, &id.to_string())
-        .await?
-        .ok_or(StoreError::NotFound("action"))?;
-    Ok(Submitted::Created(action))
+    // The row as just written, without reading it back: one round trip less for every submission.
+    let created_at = ms_to_time(now);
+    Ok(Submitted::Created(ActionRecord {
+        id,
+        workspace: new.workspace,
+        agent: new.agent,
+        name: new.name,
+        proposed_arguments: new.arguments.clone(),
+        arguments: new.arguments,
+        confidence: new.confidence,
+        context: new.context,
+        conversation_id: new.conversation_id,
+        status,
+        rule: routing.rule,
+        reason: routing.reason,
+        policy_version: new.policy_version,
+        review_id,
+        created_at,
+        decided_at: status.is_final().then_some(created_at),
+    }))
 }
 
 async fn decide_in_tx(

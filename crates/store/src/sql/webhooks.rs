@@ -43,6 +43,7 @@ pub(crate) async fn create_in_tx(tx: &mut Tx, new: NewWebhook) -> Result<Webhook
     .bind(&new.actor)
     .execute(&mut tx.conn)
     .await?;
+    tx.webhooks_changed(&new.workspace);
     // The secret never goes into the log.
     tx.event(
         &new.workspace,
@@ -84,6 +85,7 @@ pub(crate) async fn delete_in_tx(tx: &mut Tx, ws: String, id: Uuid, actor: Strin
     if changed == 0 {
         return Err(StoreError::NotFound("webhook"));
     }
+    tx.webhooks_changed(&ws);
     // Nothing more goes to a deleted endpoint; its log stays.
     sqlx::query(
         "UPDATE outbox SET status = 'dead', last_error = 'endpoint deleted' WHERE webhook_id = $1 AND status = 'pending'",
@@ -253,6 +255,7 @@ pub(crate) async fn record_in_tx(tx: &mut Tx, id: String, outcome: DeliveryOutco
             .execute(&mut tx.conn)
             .await?
             .rows_affected();
+            tx.webhooks_changed(&ws);
             if disabled > 0 {
                 tx.event(
                     &ws,

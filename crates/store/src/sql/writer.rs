@@ -9,6 +9,14 @@
 //! its savepoint without disturbing the others. Callers are answered only after the COMMIT
 //! returned, so every acknowledged write is durable (WAL with `synchronous=FULL`), and events are
 //! published only then, so nobody is told of a change that could still be rolled back.
+//!
+//! Every statement is a round trip to the driver's connection thread, and those round trips, not
+//! SQLite's own work, are what a write costs (docs/performance.md). So the writer keeps, for the
+//! length of one batch, what its jobs would otherwise read again and again: each workspace's audit
+//! head (written back once, before COMMIT), its active webhooks and its pauses. A batch holds the
+//! write lock from BEGIN to COMMIT (on PostgreSQL, the cluster-wide one), so nobody else can change
+//! them meanwhile; a job that changes webhooks or pauses drops that workspace's entry, and a job
+//! that fails gets the cache back as it was before it ran, as its savepoint gives back the rows.
 
 use super::db::Conn;
 use crate::{Result, StoreError};
@@ -17,6 +25,7 @@ use futures::future::BoxFuture;
 use loopgate_domain::audit::{next_event, Event};
 use serde_json::Value;
 use sqlx::Connection;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -32,6 +41,23 @@ pub struct Tx {
     /// The job's clock reading: one `now` per job keeps its rows and events consistent.
     pub now: DateTime<Utc>,
     events: Vec<Event>,
+    cache: BatchCache,
+}
+
+/// A workspace's active webhooks: `(id, the event patterns it subscribed to)`.
+type Subscriptions = Arc<Vec<(String, Vec<String>)>>;
+
+/// What the jobs of one batch read from the database at most once (see the module's comment).
+#[derive(Clone, Default)]
+struct BatchCache {
+    /// Each workspace's audit head `(seq, hash)` as this batch has moved it.
+    heads: HashMap<String, (i64, String)>,
+    /// Workspaces whose head moved in this batch: written to `audit_heads` before COMMIT.
+    moved: Vec<String>,
+    /// Each workspace's active webhooks.
+    webhooks: HashMap<String, Subscriptions>,
+    /// Each workspace's pauses, as `load_pauses` returned them.
+    pauses: HashMap<String, Arc<Vec<loopgate_domain::action::Pause>>>,
 }
 
 impl Tx {
@@ -48,11 +74,17 @@ impl Tx {
         subject: &str,
         data: Value,
     ) -> Result<()> {
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT seq, hash FROM audit_heads WHERE workspace = $1")
+        let head = match self.cache.heads.get(workspace) {
+            Some(head) => Some(head.clone()),
+            None => {
+                sqlx::query_as::<_, (i64, String)>(
+                    "SELECT seq, hash FROM audit_heads WHERE workspace = $1",
+                )
                 .bind(workspace)
                 .fetch_optional(&mut self.conn)
-                .await?;
+                .await?
+            }
+        };
         let at = self
             .now
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
@@ -81,36 +113,90 @@ impl Tx {
         .bind(&e.hash)
         .execute(&mut self.conn)
         .await?;
-        sqlx::query(
-            "INSERT INTO audit_heads (workspace, seq, hash) VALUES ($1, $2, $3)
-             ON CONFLICT (workspace) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        )
-        .bind(&e.workspace)
-        .bind(e.seq)
-        .bind(&e.hash)
-        .execute(&mut self.conn)
-        .await?;
+        if !self.cache.moved.iter().any(|w| w == workspace) {
+            self.cache.moved.push(workspace.to_owned());
+        }
+        self.cache
+            .heads
+            .insert(workspace.to_owned(), (e.seq, e.hash.clone()));
         self.enqueue_webhooks(&e).await?;
         super::db::notify(&mut self.conn, &self.node, &e).await?;
         self.events.push(e);
         Ok(())
     }
 
+    /// Record the batch's audit heads: one row per workspace whose chain grew, before COMMIT.
+    async fn write_heads(&mut self) -> Result<()> {
+        for workspace in std::mem::take(&mut self.cache.moved) {
+            let Some((seq, hash)) = self.cache.heads.get(&workspace) else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT INTO audit_heads (workspace, seq, hash) VALUES ($1, $2, $3)
+                 ON CONFLICT (workspace) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+            )
+            .bind(&workspace)
+            .bind(seq)
+            .bind(hash)
+            .execute(&mut self.conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A job changed this workspace's webhooks: read them afresh for the next event.
+    pub fn webhooks_changed(&mut self, workspace: &str) {
+        self.cache.webhooks.remove(workspace);
+    }
+
+    /// The workspace's pauses, read once per batch.
+    pub async fn pauses(
+        &mut self,
+        workspace: &str,
+    ) -> Result<Arc<Vec<loopgate_domain::action::Pause>>> {
+        if let Some(p) = self.cache.pauses.get(workspace) {
+            return Ok(p.clone());
+        }
+        let pauses = Arc::new(super::store::load_pauses(&mut self.conn, workspace).await?);
+        self.cache
+            .pauses
+            .insert(workspace.to_owned(), pauses.clone());
+        Ok(pauses)
+    }
+
+    /// A job changed this workspace's pauses: read them afresh.
+    pub fn pauses_changed(&mut self, workspace: &str) {
+        self.cache.pauses.remove(workspace);
+    }
+
     /// The transactional outbox: one row per subscribed endpoint, in this same transaction.
     async fn enqueue_webhooks(&mut self, e: &Event) -> Result<()> {
-        let hooks: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, events FROM webhooks WHERE workspace = $1 AND status = 'active'",
-        )
-        .bind(&e.workspace)
-        .fetch_all(&mut self.conn)
-        .await?;
+        let hooks = match self.cache.webhooks.get(&e.workspace) {
+            Some(hooks) => hooks.clone(),
+            None => {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, events FROM webhooks WHERE workspace = $1 AND status = 'active'",
+                )
+                .bind(&e.workspace)
+                .fetch_all(&mut self.conn)
+                .await?;
+                let mut hooks = Vec::with_capacity(rows.len());
+                for (id, events) in rows {
+                    hooks.push((id, serde_json::from_str::<Vec<String>>(&events)?));
+                }
+                let hooks = Arc::new(hooks);
+                self.cache
+                    .webhooks
+                    .insert(e.workspace.clone(), hooks.clone());
+                hooks
+            }
+        };
         if hooks.is_empty() {
             return Ok(());
         }
         let payload = serde_json::to_string(e)?;
-        for (hook_id, events) in hooks {
-            let patterns: Vec<String> = serde_json::from_str(&events)?;
-            if !loopgate_domain::webhook::subscribed(&patterns, &e.event_type) {
+        for (hook_id, patterns) in hooks.iter() {
+            if !loopgate_domain::webhook::subscribed(patterns, &e.event_type) {
                 continue;
             }
             sqlx::query(
@@ -120,7 +206,7 @@ impl Tx {
             )
             .bind(format!("msg_{}", uuid::Uuid::now_v7().simple()))
             .bind(&e.workspace)
-            .bind(&hook_id)
+            .bind(hook_id)
             .bind(e.seq)
             .bind(&e.event_type)
             .bind(&payload)
@@ -230,6 +316,7 @@ async fn run(
         node,
         now: Utc::now(),
         events: Vec::new(),
+        cache: BatchCache::default(),
     };
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut broken = false;
@@ -290,19 +377,26 @@ async fn lost_connection(tx: &mut Tx) -> bool {
 }
 
 async fn run_batch(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    // Nothing read in an earlier batch is trusted: another node may have written since.
+    tx.cache = BatchCache::default();
     if let Err(e) = super::db::begin(&mut tx.conn).await {
         rollback(tx).await;
         return Err(e);
     }
+    // One round trip between two jobs: the release of one job's savepoint and the next one's.
+    let mut open = "SAVEPOINT job";
     for job in batch.iter_mut() {
         tx.now = Utc::now();
         let mark = tx.events.len();
-        if let Err(e) = sqlx::query("SAVEPOINT job").execute(&mut tx.conn).await {
+        let before = tx.cache.clone();
+        if let Err(e) = sqlx::Executor::execute(&mut tx.conn, open).await {
             rollback(tx).await;
             return Err(e.into());
         }
+        open = "RELEASE job; SAVEPOINT job";
         if !job.run(tx).await {
             tx.events.truncate(mark);
+            tx.cache = before;
             // If SQLite already abandoned the whole transaction (I/O error, disk full), this
             // fails and the batch fails with it: no job is acknowledged.
             if let Err(e) = sqlx::query("ROLLBACK TO job").execute(&mut tx.conn).await {
@@ -310,11 +404,12 @@ async fn run_batch(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<()> {
                 return Err(e.into());
             }
         }
-        if let Err(e) = sqlx::query("RELEASE job").execute(&mut tx.conn).await {
-            rollback(tx).await;
-            return Err(e.into());
-        }
     }
+    if let Err(e) = tx.write_heads().await {
+        rollback(tx).await;
+        return Err(e);
+    }
+    // COMMIT releases the last savepoint with everything else.
     if let Err(e) = sqlx::query("COMMIT").execute(&mut tx.conn).await {
         rollback(tx).await;
         return Err(e.into());
