@@ -443,6 +443,8 @@ async fn remove_events(writer: &Writer, ws: &str, cutoff: i64, summary: Value) -
 }
 
 async fn remove_event_chunk(tx: &mut Tx, ws: String, cutoff: i64, extra: Value) -> Result<u64> {
+    // This job reads the `events` table: the batch's events so far must be in it.
+    tx.write_events().await?;
     let rows: Vec<(i64, i64, String)> = sqlx::query_as(
         "SELECT seq, at_ms, hash FROM events WHERE workspace = $1 ORDER BY seq LIMIT $2",
     )

@@ -40,7 +40,11 @@ pub struct Tx {
     node: String,
     /// The job's clock reading: one `now` per job keeps its rows and events consistent.
     pub now: DateTime<Utc>,
-    events: Vec<Event>,
+    /// The batch's events, in order, to publish after COMMIT, each with its time in ms.
+    events: Vec<(Event, i64)>,
+    /// How many of `events` are already in the `events` table; the rest go in with one
+    /// multi-row INSERT before COMMIT (or sooner: see [`Tx::write_events`]).
+    written: usize,
     cache: BatchCache,
 }
 
@@ -97,22 +101,6 @@ impl Tx {
             subject,
             data,
         );
-        sqlx::query(
-            "INSERT INTO events (workspace, seq, at, at_ms, actor, type, subject, data, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&e.workspace)
-        .bind(e.seq)
-        .bind(&e.at)
-        .bind(self.now_ms())
-        .bind(&e.actor)
-        .bind(&e.event_type)
-        .bind(&e.subject)
-        .bind(serde_json::to_string(&e.data)?)
-        .bind(&e.prev_hash)
-        .bind(&e.hash)
-        .execute(&mut self.conn)
-        .await?;
         if !self.cache.moved.iter().any(|w| w == workspace) {
             self.cache.moved.push(workspace.to_owned());
         }
@@ -121,7 +109,45 @@ impl Tx {
             .insert(workspace.to_owned(), (e.seq, e.hash.clone()));
         self.enqueue_webhooks(&e).await?;
         super::db::notify(&mut self.conn, &self.node, &e).await?;
-        self.events.push(e);
+        let at_ms = self.now_ms();
+        self.events.push((e, at_ms));
+        Ok(())
+    }
+
+    /// Write the events appended so far to the `events` table. The writer does it before
+    /// COMMIT; a job that reads the `events` table itself calls it first.
+    pub async fn write_events(&mut self) -> Result<()> {
+        // Ten parameters a row; SQLite takes at most 32,766 in one statement.
+        const ROWS: usize = 500;
+        while self.written < self.events.len() {
+            let end = self.events.len().min(self.written + ROWS);
+            let mut insert = sqlx::QueryBuilder::<super::db::Db>::new(
+                "INSERT INTO events (workspace, seq, at, at_ms, actor, type, subject, data, prev_hash, hash) ",
+            );
+            let mut failed = None;
+            insert.push_values(&self.events[self.written..end], |mut row, (e, at_ms)| {
+                let data = serde_json::to_string(&e.data).unwrap_or_else(|err| {
+                    failed = Some(err);
+                    String::new()
+                });
+                row.push_bind(&e.workspace)
+                    .push_bind(e.seq)
+                    .push_bind(&e.at)
+                    .push_bind(*at_ms)
+                    .push_bind(&e.actor)
+                    .push_bind(&e.event_type)
+                    .push_bind(&e.subject)
+                    .push_bind(data)
+                    .push_bind(&e.prev_hash)
+                    .push_bind(&e.hash);
+            });
+            if let Some(err) = failed {
+                return Err(err.into());
+            }
+            // Its text depends on the row count: not worth a place in the statement cache.
+            insert.build().persistent(false).execute(&mut self.conn).await?;
+            self.written = end;
+        }
         Ok(())
     }
 
@@ -316,6 +342,7 @@ async fn run(
         node,
         now: Utc::now(),
         events: Vec::new(),
+        written: 0,
         cache: BatchCache::default(),
     };
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
@@ -349,13 +376,15 @@ async fn run(
         let outcome = run_batch(&mut tx, &mut batch).await;
         match &outcome {
             Ok(()) => {
-                for e in tx.events.drain(..) {
+                for (e, _) in tx.events.drain(..) {
                     // No subscribers is fine: the events are in the audit log.
                     let _ = events.send(Arc::new(e));
                 }
+                tx.written = 0;
             }
             Err(e) => {
                 tx.events.clear();
+                tx.written = 0;
                 broken = matches!(e, StoreError::Unavailable(_)) || lost_connection(&mut tx).await;
                 tracing::warn!(error = %e, jobs = batch.len(), "a write batch failed");
             }
@@ -395,7 +424,9 @@ async fn run_batch(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<()> {
         }
         open = "RELEASE job; SAVEPOINT job";
         if !job.run(tx).await {
+            // Events this job wrote early (`write_events`) go with its savepoint.
             tx.events.truncate(mark);
+            tx.written = tx.written.min(mark);
             tx.cache = before;
             // If SQLite already abandoned the whole transaction (I/O error, disk full), this
             // fails and the batch fails with it: no job is acknowledged.
@@ -404,6 +435,10 @@ async fn run_batch(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<()> {
                 return Err(e.into());
             }
         }
+    }
+    if let Err(e) = tx.write_events().await {
+        rollback(tx).await;
+        return Err(e);
     }
     if let Err(e) = tx.write_heads().await {
         rollback(tx).await;
