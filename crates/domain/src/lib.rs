@@ -24,6 +24,7 @@ pub mod conversation;
 pub mod knowledge;
 pub mod learning;
 pub mod policy;
+mod policy_guard;
 mod policy_work;
 pub mod retention;
 pub mod review;

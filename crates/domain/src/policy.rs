@@ -25,6 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::policy_guard::{Guard, Variables, Verdict};
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::objects::{Key, Map};
 use serde::{Deserialize, Serialize};
@@ -101,6 +102,10 @@ pub struct Rule {
     program: Arc<cel::Program>,
     /// How much work the condition may do, by the item's size; checked before each evaluation.
     work: WorkBound,
+    /// The comparisons of the condition that can be checked without the interpreter.
+    guard: Guard,
+    /// The policy variables the condition reads.
+    variables: Variables,
 }
 
 /// A rule's confidence floor (`threshold = 0.8`, or `threshold = "auto"`).
@@ -390,6 +395,9 @@ impl Policy {
         if !within(rule.work.at(item_size(input)), MAX_RULE_WORK) {
             return false;
         }
+        if rule.guard.verdict(input) == Verdict::NoMatch {
+            return false;
+        }
         let Ok(context) = build_context(input) else {
             return false;
         };
@@ -417,14 +425,13 @@ impl Policy {
             .iter()
             .filter(|r| r.applies_to.fits(input.kind))
             .peekable();
-        let Some(first) = applicable.peek() else {
+        if applicable.peek().is_none() {
             return no_rule_matched();
-        };
-        // Built once per item, and only when some rule will look at it.
-        let context = match build_context(input) {
-            Ok(c) => c,
-            Err(e) => return evaluation_failed(first, &e),
-        };
+        }
+        // Built once per item, and only when a rule needs the interpreter, with the variables
+        // the rules run so far read.
+        let mut context = None;
+        let mut bound = Variables::NONE;
         let size = item_size(input);
         let mut spent = 0.0;
         for rule in applicable {
@@ -451,9 +458,27 @@ impl Policy {
                     MAX_ITEM_WORK,
                 );
             }
+            // Most rules are settled by a plain comparison; only the rest need the interpreter.
+            match rule.guard.verdict(input) {
+                Verdict::NoMatch => continue,
+                Verdict::Match => return rule.routing(),
+                Verdict::Evaluate => {}
+            }
+            let missing = rule.variables.without(bound);
+            let context: &cel::Context<'static, 'static> = match &mut context {
+                Some(c) if missing.is_empty() => c,
+                slot => {
+                    let c = slot.get_or_insert_with(|| cel::Context::with_env(cel_env()));
+                    if let Err(e) = add_variables(c, input, missing) {
+                        return evaluation_failed(rule, &e);
+                    }
+                    bound = bound.with(missing);
+                    c
+                }
+            };
             // A panic inside the interpreter is a bug there, but must not take the caller
             // down with it: treat it like any other evaluation error.
-            let result = catch_unwind(AssertUnwindSafe(|| rule.program.execute(&context)));
+            let result = catch_unwind(AssertUnwindSafe(|| rule.program.execute(context)));
             match result {
                 Ok(Ok(cel::Value::Bool(true))) => return rule.routing(),
                 Ok(Ok(cel::Value::Bool(false))) => {}
@@ -470,6 +495,22 @@ impl Policy {
 }
 
 impl Rule {
+    /// The interpreter's answer alone, without the guard: what the guard must agree with.
+    #[cfg(test)]
+    pub(crate) fn interpreted(&self, input: &PolicyInput<'_>) -> Result<bool, String> {
+        let context = build_context(input)?;
+        match self.program.execute(&context) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("returned {}", other.type_of())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
     fn routing(&self) -> Routing {
         Routing {
             outcome: self.then,
@@ -593,33 +634,41 @@ fn cel_env() -> Arc<cel::Env> {
 /// evaluates (to false, usually) on an action instead of failing.
 fn build_context(input: &PolicyInput<'_>) -> Result<cel::Context<'static, 'static>, String> {
     let mut ctx = cel::Context::with_env(cel_env());
-    let action = map([
-        ("name", cel::Value::from(input.action_name)),
-        ("arguments", json_to_cel(input.arguments)),
-    ]);
-    let message = map([("text", cel::Value::from(input.message_text))]);
-    let conversation = map([
-        ("state", cel::Value::from(input.conversation_state)),
-        ("turns", cel::Value::Int(input.conversation_turns)),
-    ]);
-    let variables = [
-        ("action", action),
-        ("message", message),
-        (
-            "confidence",
-            cel::Value::Float(input.confidence.unwrap_or(-1.0)),
-        ),
-        ("context", json_to_cel(input.context)),
-        ("agent", cel::Value::from(input.agent)),
-        ("conversation", conversation),
-    ];
-    for (name, value) in variables {
+    add_variables(&mut ctx, input, Variables::ALL)?;
+    Ok(ctx)
+}
+
+/// Binds the policy variables in `which` (the rest may follow later: converting the item's JSON
+/// is most of what a context costs, so it is done for the variables a rule reads, when it does).
+fn add_variables(
+    ctx: &mut cel::Context<'static, 'static>,
+    input: &PolicyInput<'_>,
+    which: Variables,
+) -> Result<(), String> {
+    for (name, bit) in Variables::NAMES {
+        if !which.has(bit) {
+            continue;
+        }
+        let value = match name {
+            "action" => map([
+                ("name", cel::Value::from(input.action_name)),
+                ("arguments", json_to_cel(input.arguments)),
+            ]),
+            "message" => map([("text", cel::Value::from(input.message_text))]),
+            "conversation" => map([
+                ("state", cel::Value::from(input.conversation_state)),
+                ("turns", cel::Value::Int(input.conversation_turns)),
+            ]),
+            "confidence" => cel::Value::Float(input.confidence.unwrap_or(-1.0)),
+            "context" => json_to_cel(input.context),
+            _ => cel::Value::from(input.agent),
+        };
         let value: Box<dyn cel::common::value::Val> = value
             .try_into()
             .map_err(|e: cel::ExecutionError| e.to_string())?;
         ctx.add_variable_as_val(name, value);
     }
-    Ok(ctx)
+    Ok(())
 }
 
 fn map<const N: usize>(entries: [(&str, cel::Value); N]) -> cel::Value {
@@ -1085,6 +1134,8 @@ fn check_rule(
         on_timeout: on_timeout?,
         sample: sample?,
         threshold: threshold?,
+        guard: Guard::of(program.expression()),
+        variables: Variables::read_by(program.expression()),
         program: Arc::new(program),
         work,
     })
