@@ -145,7 +145,11 @@ impl Tx {
                 return Err(err.into());
             }
             // Its text depends on the row count: not worth a place in the statement cache.
-            insert.build().persistent(false).execute(&mut self.conn).await?;
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut self.conn)
+                .await?;
             self.written = end;
         }
         Ok(())
