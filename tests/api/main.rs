@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod authz;
 mod bad_input;
+mod batches;
 mod cli;
 mod conversations;
 mod durability;
