@@ -398,9 +398,11 @@ impl Policy {
         if rule.guard.verdict(input) == Verdict::NoMatch {
             return false;
         }
-        let Ok(context) = build_context(input) else {
+        // Only the variables this condition reads: tuning runs it over every item of a window.
+        let mut context = cel::Context::with_env(cel_env());
+        if add_variables(&mut context, input, rule.variables).is_err() {
             return false;
-        };
+        }
         matches!(
             catch_unwind(AssertUnwindSafe(|| rule.program.execute(&context))),
             Ok(Ok(cel::Value::Bool(true)))
@@ -632,6 +634,8 @@ fn cel_env() -> Arc<cel::Env> {
 
 /// All variables are always defined, with empty defaults, so a rule that mentions `message.text`
 /// evaluates (to false, usually) on an action instead of failing.
+/// A context with every variable bound: what the guard tests compare the lazy one against.
+#[cfg(test)]
 fn build_context(input: &PolicyInput<'_>) -> Result<cel::Context<'static, 'static>, String> {
     let mut ctx = cel::Context::with_env(cel_env());
     add_variables(&mut ctx, input, Variables::ALL)?;
@@ -645,22 +649,22 @@ fn add_variables(
     input: &PolicyInput<'_>,
     which: Variables,
 ) -> Result<(), String> {
-    for (name, bit) in Variables::NAMES {
-        if !which.has(bit) {
+    for (name, variable) in Variables::NAMES {
+        if !which.has(variable) {
             continue;
         }
-        let value = match name {
-            "action" => map([
+        let value = match variable {
+            Variables::ACTION => map([
                 ("name", cel::Value::from(input.action_name)),
                 ("arguments", json_to_cel(input.arguments)),
             ]),
-            "message" => map([("text", cel::Value::from(input.message_text))]),
-            "conversation" => map([
+            Variables::MESSAGE => map([("text", cel::Value::from(input.message_text))]),
+            Variables::CONVERSATION => map([
                 ("state", cel::Value::from(input.conversation_state)),
                 ("turns", cel::Value::Int(input.conversation_turns)),
             ]),
-            "confidence" => cel::Value::Float(input.confidence.unwrap_or(-1.0)),
-            "context" => json_to_cel(input.context),
+            Variables::CONFIDENCE => cel::Value::Float(input.confidence.unwrap_or(-1.0)),
+            Variables::CONTEXT => json_to_cel(input.context),
             _ => cel::Value::from(input.agent),
         };
         let value: Box<dyn cel::common::value::Val> = value

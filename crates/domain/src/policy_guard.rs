@@ -304,15 +304,22 @@ pub(crate) struct Variables(u8);
 
 impl Variables {
     pub(crate) const NONE: Variables = Variables(0);
+    pub(crate) const ACTION: Variables = Variables(1);
+    pub(crate) const MESSAGE: Variables = Variables(2);
+    pub(crate) const CONVERSATION: Variables = Variables(4);
+    pub(crate) const CONFIDENCE: Variables = Variables(8);
+    pub(crate) const CONTEXT: Variables = Variables(16);
+    pub(crate) const AGENT: Variables = Variables(32);
+    #[cfg(test)]
     pub(crate) const ALL: Variables = Variables(0b11_1111);
-    /// Each variable's name and its bit.
-    pub(crate) const NAMES: [(&'static str, u8); 6] = [
-        ("action", 1),
-        ("message", 2),
-        ("conversation", 4),
-        ("confidence", 8),
-        ("context", 16),
-        ("agent", 32),
+    /// Each variable's CEL name.
+    pub(crate) const NAMES: [(&'static str, Variables); 6] = [
+        ("action", Variables::ACTION),
+        ("message", Variables::MESSAGE),
+        ("conversation", Variables::CONVERSATION),
+        ("confidence", Variables::CONFIDENCE),
+        ("context", Variables::CONTEXT),
+        ("agent", Variables::AGENT),
     ];
 
     /// The variables an expression names anywhere. A comprehension's own variable that shadows
@@ -320,15 +327,15 @@ impl Variables {
     pub(crate) fn read_by(e: &IdedExpr) -> Variables {
         let mut found = Variables::NONE;
         idents(e, &mut |name| {
-            if let Some((_, bit)) = Variables::NAMES.iter().find(|(n, _)| *n == name) {
-                found.0 |= bit;
+            if let Some((_, variable)) = Variables::NAMES.iter().find(|(n, _)| *n == name) {
+                found = found.with(*variable);
             }
         });
         found
     }
 
-    pub(crate) fn has(self, bit: u8) -> bool {
-        self.0 & bit != 0
+    pub(crate) fn has(self, other: Variables) -> bool {
+        self.0 & other.0 != 0
     }
 
     pub(crate) fn without(self, other: Variables) -> Variables {

@@ -124,12 +124,12 @@ impl Tx {
             let mut insert = sqlx::QueryBuilder::<super::db::Db>::new(
                 "INSERT INTO events (workspace, seq, at, at_ms, actor, type, subject, data, prev_hash, hash) ",
             );
-            let mut failed = None;
-            insert.push_values(&self.events[self.written..end], |mut row, (e, at_ms)| {
-                let data = serde_json::to_string(&e.data).unwrap_or_else(|err| {
-                    failed = Some(err);
-                    String::new()
-                });
+            let rows = &self.events[self.written..end];
+            let data = rows
+                .iter()
+                .map(|(e, _)| serde_json::to_string(&e.data))
+                .collect::<serde_json::Result<Vec<String>>>()?;
+            insert.push_values(rows.iter().zip(data), |mut row, ((e, at_ms), data)| {
                 row.push_bind(&e.workspace)
                     .push_bind(e.seq)
                     .push_bind(&e.at)
@@ -141,9 +141,6 @@ impl Tx {
                     .push_bind(&e.prev_hash)
                     .push_bind(&e.hash);
             });
-            if let Some(err) = failed {
-                return Err(err.into());
-            }
             // Its text depends on the row count: not worth a place in the statement cache.
             insert
                 .build()
